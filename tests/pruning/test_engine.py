@@ -1,0 +1,239 @@
+"""The engine on the tiny Qwen2.5-VL: exactness against the unpruned model and against the masked reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support.reference import extend_inputs, kept_positions, reference_logits, reference_masks
+from support.tiny import qwen_inputs, tiny_wrapper
+from transformers import LogitsProcessor
+
+from vlmeval_ivcp import prune, unprune
+
+QUESTIONS = {1: ["What is in the picture?"], 2: ["What is in the picture?", "Colour?"]}
+NEW_TOKENS = 5
+
+
+def _generate(model, inputs, **kwargs):
+    # A random model may emit image placeholders, which an uncached re-run would read as image tokens.
+    special = [model.config.image_token_id, model.config.video_token_id, model.config.vision_start_token_id]
+    with torch.no_grad():
+        return model.generate(
+            **inputs,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            suppress_tokens=special,
+            return_dict_in_generate=True,
+            output_logits=True,
+            **kwargs,
+        )
+
+
+def _forward(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(method="none"),
+        dict(method="random", ratio=1.0, layer=2),
+        dict(method="random", ratio=1.0, layer=0, scope="before_llm"),
+    ],
+)
+def test_keeping_everything_is_the_unpruned_model(attention, options):
+    model = tiny_wrapper(attention).model
+    inputs = qwen_inputs(tiny_wrapper(attention), QUESTIONS[2])
+    base_logits, base = _forward(model, inputs), _generate(model, inputs)
+    with prune(model, **options):
+        logits, out = _forward(model, inputs), _generate(model, inputs)
+    assert torch.equal(logits, base_logits)
+    assert torch.equal(out.sequences, base.sequences)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(
+    "policy,layer,scope", [("all", 2, "llm"), ("after", 2, "llm"), ("all", 3, "llm"), ("all", 0, "before_llm")]
+)
+def test_pruned_logits_equal_the_masked_reference(attention, batch, policy, layer, scope):
+    wrapper = tiny_wrapper(attention)
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[batch])
+    with prune(model, "random", ratio=0.5, layer=layer, scope=scope, cache_policy=policy, seed=3) as pruner:
+        prefill = _forward(model, inputs)
+        out = _generate(model, inputs)
+    prompt_len = inputs["input_ids"].shape[1]
+    keep = kept_positions(inputs["input_ids"], model.config.image_token_id, pruner.last.kept)
+    generated = out.sequences[:, prompt_len:]
+    full = extend_inputs(inputs, generated)
+    masks = reference_masks(
+        full["attention_mask"], prompt_len, keep, layer, policy, len(model.model.language_model.layers)
+    )
+    reference = reference_logits(model, full, masks, attention)
+
+    real = torch.gather(inputs["attention_mask"], 1, keep).bool()
+    expected_prefill = torch.gather(reference, 1, keep[..., None].expand(-1, -1, reference.shape[-1]))
+    assert (prefill - expected_prefill)[real].abs().max() <= 1e-5
+    for step, step_logits in enumerate(out.logits):
+        assert (step_logits - reference[:, prompt_len - 1 + step]).abs().max() <= 1e-5
+    # cached greedy decoding equals uncached recomputation token for token
+    assert torch.equal(generated, reference[:, prompt_len - 1 : -1].argmax(-1))
+
+
+@pytest.mark.parametrize("policy", ["all", "after"])
+def test_cache_lengths_and_decode_positions(policy):
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[2])
+    prompt_len, n_layers, layer = inputs["input_ids"].shape[1], len(model.model.language_model.layers), 2
+
+    def record_positions():
+        seen = []
+        hook = model.model.language_model.register_forward_pre_hook(
+            lambda m, a, kw: seen.append(kw["position_ids"][-3:].clone()), with_kwargs=True
+        )
+        return seen, hook
+
+    def decode_loop(steps=3):
+        """A plain forward() loop: prefill, then one token at a time with the cache and no position ids."""
+        with torch.no_grad():
+            out = model(**inputs, use_cache=True)
+            cache, mask, logits = out.past_key_values, inputs["attention_mask"], [out.logits[:, -1]]
+            for _ in range(steps):
+                token = logits[-1].argmax(-1, keepdim=True)
+                mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+                out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                logits.append(out.logits[:, -1])
+        return torch.stack(logits, 1), cache
+
+    base_positions, hook = record_positions()
+    _generate(model, inputs)  # the unpruned run: generate() computes its own positions
+    hook.remove()
+    with prune(model, "random", ratio=0.5, layer=layer, cache_policy=policy) as pruner:
+        positions, hook = record_positions()
+        loop_logits, cache = decode_loop()
+        hook.remove()
+        generated = _generate(model, inputs)
+    kept = prompt_len - 16 + 8  # 16 visual tokens per picture, half kept
+    expected = [kept] * n_layers if policy == "all" else [prompt_len] * layer + [kept] * (n_layers - layer)
+    assert pruner.last.cache_lengths == expected
+    assert [layer_cache.keys.shape[2] - 3 for layer_cache in cache.layers] == expected  # 3 decoded tokens
+    for got, want in zip(positions[1:], base_positions[1:4]):
+        assert torch.equal(got, want)
+    torch.testing.assert_close(loop_logits, torch.stack(generated.logits[:4], 1), atol=1e-5, rtol=0)
+
+
+def test_removing_restores_the_model_exactly_even_after_generate_raised():
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[2])
+    base = _forward(model, inputs)
+    hooks_before = {name: (len(m._forward_pre_hooks), len(m._forward_hooks)) for name, m in model.named_modules()}
+
+    class Boom(LogitsProcessor):
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, input_ids, scores):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("boom")
+            return scores
+
+    pruner = prune(model, "random", ratio=0.25, layer=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        _generate(model, inputs, logits_processor=[Boom()])
+    assert _generate(model, inputs).sequences.shape[1] == inputs["input_ids"].shape[1] + NEW_TOKENS
+    unprune(model)
+    assert {
+        name: (len(m._forward_pre_hooks), len(m._forward_hooks)) for name, m in model.named_modules()
+    } == hooks_before
+    assert not hasattr(model, "_vlmeval_ivcp_pruner") and pruner.last is not None
+    assert torch.equal(_forward(model, inputs), base)
+
+
+def test_selection_is_exposed_per_sample():
+    wrapper = tiny_wrapper("sdpa")
+    inputs = qwen_inputs(wrapper, QUESTIONS[2])
+    with prune(wrapper.model, "random", ratio=0.25, layer=2, seed=1) as pruner:
+        _forward(wrapper.model, inputs)
+    record = pruner.last
+    assert record.n_visual == [16, 16]
+    assert [k.tolist() for k in record.kept] == [s.keep.tolist() for s in record.stages[0]]
+    assert all(len(k) == 4 for k in record.kept)
+    assert record.select_seconds >= 0
+
+
+def test_a_second_turn_from_a_returned_cache_is_refused():
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[1])
+    with prune(model, "random", ratio=0.5, layer=2):
+        first = _generate(model, inputs)
+        follow_up = dict(inputs, input_ids=torch.cat([first.sequences, first.sequences[:, -3:]], dim=1))
+        follow_up["attention_mask"] = torch.ones_like(follow_up["input_ids"])
+        follow_up["mm_token_type_ids"] = torch.nn.functional.pad(
+            inputs["mm_token_type_ids"], (0, follow_up["input_ids"].shape[1] - inputs["input_ids"].shape[1])
+        )
+        with pytest.raises(ValueError, match="second turn"):
+            model.generate(**follow_up, past_key_values=first.past_key_values, max_new_tokens=2)
+
+
+def test_wrong_decode_positions_are_refused():
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[1])
+    with prune(model, "random", ratio=0.5, layer=2), torch.no_grad():
+        out = model(**inputs, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        wrong = torch.zeros(3, 1, 1, dtype=torch.long)
+        with pytest.raises(ValueError, match="do not continue the pruned prompt"):
+            model(input_ids=token, past_key_values=out.past_key_values, position_ids=wrong, use_cache=True)
+
+
+@pytest.mark.parametrize(
+    "options,error,match",
+    [
+        (dict(method="random", ratio=0.0), ValueError, r"ratio must be in \(0, 1\], got 0.0"),
+        (dict(method="random", ratio=1.5), ValueError, r"got 1.5"),
+        (dict(method="random", layer=0), ValueError, r"layer=0"),
+        (dict(method="random", layer=4), ValueError, r"layer 4 is outside \[1, 4\)"),
+        (dict(method="no_such_method"), KeyError, r"unknown pruning method 'no_such_method'"),
+        (dict(method="random", nonsense=1), TypeError, r"unknown option\(s\) \['nonsense'\]"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(options, error, match):
+    model = tiny_wrapper("sdpa").model
+    with pytest.raises(error, match=match):
+        prune(model, **options)
+    assert not hasattr(model, "_vlmeval_ivcp_pruner")
+
+
+def test_bad_runtime_inputs_are_refused():
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    with prune(model, "random"):
+        with pytest.raises(RuntimeError, match="already has a pruner"):
+            prune(model, "random")
+        text_only = wrapper.processor(text=["<|im_start|>user\nhello<|im_end|>"], return_tensors="pt").data
+        with pytest.raises(ValueError, match="has no image token"):
+            _forward(model, text_only)
+        with pytest.raises(ValueError, match="DynamicCache"):
+            _generate(model, qwen_inputs(wrapper, QUESTIONS[1]), cache_implementation="static")
+
+
+def test_flex_attention_is_refused():
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from support.tiny import tiny_path
+
+    # Qwen2.5-VL itself refuses to load with flex; the engine's own check guards the families that allow it.
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_path(), attn_implementation="sdpa")
+    model.config.text_config._attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match="'flex_attention' is not supported"):
+        prune(model, "random")

@@ -1,0 +1,134 @@
+"""The VLMEvalKit-style model wrapper every family adapter builds on.
+
+A wrapper loads a stock transformers checkpoint, optionally attaches a pruning method (by name, ratio, layer), and
+answers `generate(message, dataset=None) -> str` greedily, one message at a time, as VLMEvalKit calls it.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..pruning import Pruner, prune
+
+Message = list[dict[str, str]]
+
+DTYPES = {"auto": "auto", "float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class GenerationStats:
+    """What the last `generate` call cost (filled by the wrapper, read by the runner)."""
+
+    prompt_tokens: int = 0
+    visual_tokens: int = 0
+    kept_visual_tokens: int = 0
+    new_tokens: int = 0
+    select_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    kept_visual: list[int] = field(default_factory=list)
+
+
+def split_message(message: Message) -> tuple[list[str], list[str]]:
+    """Image paths and text pieces of a VLMEvalKit message, checking its shape."""
+    if not isinstance(message, list) or not message:
+        raise TypeError(f"a message is a non-empty list of {{'type', 'value'}} dicts, got {message!r}")
+    images, texts = [], []
+    for position, item in enumerate(message):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "image":
+            images.append(item["value"])
+        elif kind == "text":
+            texts.append(item["value"])
+        else:
+            raise ValueError(f"message item {position} must have type 'text' or 'image', got {item!r}")
+    return images, texts
+
+
+class PrunedVLM(ABC):
+    """Base of the family adapters.
+
+    Args:
+        model_path (`str`): hub id or local folder of a transformers checkpoint.
+        method (`str`): registered pruning method (`"none"` for the unpruned model).
+        ratio, layer: the method's retention ratio and selection layer K (method defaults when omitted).
+        method_options (`dict`): further options of the method's config.
+        attn_implementation (`str`): "sdpa", "eager" or "flash_attention_2".
+        dtype (`str`): "auto", "float32", "bfloat16", "float16" or "float64" (exactness tests).
+        device_map (`str` or `dict`): passed to `from_pretrained` ("auto" spreads a big model over the GPUs).
+        max_new_tokens (`int`): generation budget per answer.
+    """
+
+    is_api = False
+    INTERLEAVE = True
+
+    def __init__(
+        self,
+        model_path: str,
+        method: str = "none",
+        ratio: float | None = None,
+        layer: int | None = None,
+        method_options: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        dtype: str = "auto",
+        device_map: str | dict | None = None,
+        max_new_tokens: int = 512,
+    ):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.model_path = str(model_path)
+        self.max_new_tokens = int(max_new_tokens)
+        self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
+        self.model.eval()
+        options = dict(method_options or {})
+        if ratio is not None:
+            options["ratio"] = ratio
+        if layer is not None:
+            options["layer"] = layer
+        self.pruner: Pruner | None = prune(self.model, method, **options) if method != "none" else None
+        self.method = method
+        self.stats = GenerationStats()
+
+    @abstractmethod
+    def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any) -> tuple[Any, Any]:
+        """Load (model, processor) with `from_pretrained`."""
+
+    @abstractmethod
+    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
+        """Turn one VLMEvalKit message into model inputs (the family's chat format)."""
+
+    def decode(self, token_ids: torch.Tensor) -> str:
+        return self.processor.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.inference_mode()
+    def generate(self, message: Message, dataset: str | None = None) -> str:
+        inputs = self.build_inputs(message, dataset)
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        prompt_len = inputs["input_ids"].shape[1]
+        start = time.perf_counter()
+        output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        new_tokens = output[0, prompt_len:]
+        image_id = self.model.config.image_token_id
+        n_visual = int((inputs["input_ids"] == image_id).sum())
+        record = self.pruner.last if self.pruner is not None else None
+        kept = record.kept[0].tolist() if record is not None else list(range(n_visual))
+        self.stats = GenerationStats(
+            prompt_tokens=prompt_len,
+            visual_tokens=n_visual,
+            kept_visual_tokens=len(kept),
+            new_tokens=int(new_tokens.numel()),
+            select_seconds=record.select_seconds if record is not None else 0.0,
+            generate_seconds=time.perf_counter() - start,
+            kept_visual=kept,
+        )
+        return self.decode(new_tokens)

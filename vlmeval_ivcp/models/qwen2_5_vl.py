@@ -1,0 +1,70 @@
+"""Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), loaded from a hub id or a local checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from .base import Message, PrunedVLM, split_message
+
+# VLMEvalKit's pixel budgets for Qwen2.5-VL (OCRBench forces a larger minimum).
+MIN_PIXELS = 1280 * 28 * 28
+MAX_PIXELS = 16384 * 28 * 28
+DATASET_MIN_PIXELS = {"OCRBench": 10 * 10 * 28 * 28}
+SYSTEM_PROMPT = "You are a helpful assistant."
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor without its video processor (which needs torchvision, absent on the CPU path)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+def qwen_chat_prompt(images: int, text: str, system: str = SYSTEM_PROMPT) -> str:
+    """Qwen2.5-VL's chat format for one user turn: the images first, then the text, then the assistant cue."""
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+        f"{IMAGE_PLACEHOLDER * images}{text}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+class Qwen2_5_VL(PrunedVLM):
+    """Qwen2.5-VL with optional pruning.
+
+    Args:
+        min_pixels, max_pixels (`int`): the image pixel budget (VLMEvalKit's defaults; the release of IVC-Prune
+            uses min_pixels = 4·28², max_pixels = 16384·28²).
+        other args: see `PrunedVLM`.
+    """
+
+    grounding_frame = "qwen25vl_abs"
+
+    def __init__(self, model_path: str, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, **kwargs: Any):
+        self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
+        super().__init__(model_path, **kwargs)
+
+    def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer.padding_side = "left"
+        processor = ImageOnlyQwenProcessor(Qwen2VLImageProcessorPil.from_pretrained(model_path), tokenizer)
+        return model, processor
+
+    def pixel_budget(self, dataset: str | None) -> dict[str, int]:
+        return {"shortest_edge": DATASET_MIN_PIXELS.get(dataset or "", self.min_pixels), "longest_edge": self.max_pixels}
+
+    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
+        image_paths, texts = split_message(message)
+        images = [Image.open(path).convert("RGB") for path in image_paths]
+        prompt = qwen_chat_prompt(len(images), "\n".join(texts))
+        return self.processor(
+            text=[prompt], images=images or None, size=self.pixel_budget(dataset), return_tensors="pt"
+        ).data

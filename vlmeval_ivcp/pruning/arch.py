@@ -1,0 +1,90 @@
+"""Where the engine finds things in each supported model family: data keyed by `config.model_type`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .context import RopeSpec
+
+
+def _qwen_grid(inputs: dict[str, Any], config: Any) -> list[tuple[int, int]] | None:
+    """(rows, cols) of the LLM visual tokens of each image, from Qwen's `image_grid_thw` (patches before merging)."""
+    grid_thw = inputs.get("image_grid_thw")
+    if grid_thw is None:
+        return None
+    merge = config.vision_config.spatial_merge_size
+    return [(int(t) * int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
+
+
+@dataclass(frozen=True)
+class DecoderArch:
+    """How one model family is wired, as dotted attribute paths from the top-level model.
+
+    Args:
+        multimodal (`str`): the module whose `forward` receives `input_ids` (and builds position ids).
+        text_model (`str`): the decoder stack (receives `inputs_embeds`, `attention_mask`, `position_ids`).
+        layers (`str`): the `ModuleList` of decoder layers.
+        text_config (`str`): attribute of the top config holding the decoder's config.
+        image_token_attr (`str`): config attribute with the image placeholder token id.
+        grid (`Callable` or `None`): `(forward kwargs, config) -> [(rows, cols)] per image`, when images are grids.
+    """
+
+    multimodal: str
+    text_model: str
+    layers: str
+    text_config: str = "text_config"
+    image_token_attr: str = "image_token_id"
+    grid: Callable[[dict[str, Any], Any], list[tuple[int, int]] | None] | None = None
+
+
+ARCHS: dict[str, DecoderArch] = {
+    "qwen2_5_vl": DecoderArch(
+        multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_qwen_grid
+    ),
+    "qwen2_vl": DecoderArch(
+        multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_qwen_grid
+    ),
+}
+
+
+def arch_for(model: nn.Module) -> DecoderArch:
+    model_type = getattr(model.config, "model_type", None)
+    try:
+        return ARCHS[model_type]
+    except KeyError:
+        raise ValueError(f"unsupported model_type {model_type!r}; supported: {sorted(ARCHS)}") from None
+
+
+def get_submodule(model: nn.Module, path: str) -> Any:
+    module: Any = model
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def rope_spec(text_config: Any) -> RopeSpec:
+    """The decoder's RoPE from its config (transformers 5 keeps theta and M-RoPE sections in `rope_parameters`)."""
+    params = getattr(text_config, "rope_parameters", None) or {}
+    theta = params.get("rope_theta", getattr(text_config, "rope_theta", None))
+    if theta is None:
+        raise ValueError(f"cannot find rope_theta in {type(text_config).__name__}")
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    rotary_dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
+    section = params.get("mrope_section")
+    return RopeSpec(theta=float(theta), rotary_dim=rotary_dim, mrope_section=tuple(section) if section else None)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply the rotary embedding the way Llama-family attention does (`x*cos + rotate_half(x)*sin`).
+
+    Args:
+        x (`Tensor [B, H, S, d]`), cos/sin (`Tensor [B, S, d]`).
+    """
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)

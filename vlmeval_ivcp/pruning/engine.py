@@ -1,0 +1,473 @@
+"""The engine: applies a method's selection inside a stock transformers decoder through hooks.
+
+At prefill the visual tokens are scored at each cut, the kept set is chosen, and the later layers run on the kept
+tokens with their original position ids (RoPE tables, M-RoPE rows, masks are gathered, never renumbered). After
+prefill the KV caches follow the cache policy; decode steps continue at the original positions.
+
+Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
+- multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
+  continues this prefill and supplies the original position ids when the caller gave none;
+- text-model pre-hook: at prefill records positions and runs a before-LLM cut; at decode gathers the 2D mask to
+  the columns layer 0's cache holds and checks the positions;
+- layer pre-hooks: at a cut, select and gather the hidden states; on later layers, gather the RoPE tables, position
+  ids and mask; at decode, gather the mask columns of layers whose cache holds a different set than layer 0;
+- text-model post-hook: trims the caches (policy `all`) and publishes the selection (`Pruner.last`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from .arch import arch_for, get_submodule, rope_spec, rotate
+from .config import Cut, PruneConfig
+from .context import Selection, SelectionContext
+from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
+from .registry import MethodSpec, get_method, make_config, method_of_config
+
+SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
+_MARKER = "_vlmeval_ivcp_pruner"
+
+
+@dataclass
+class PrefillRecord:
+    """What the last prefill chose, per sample (indices count the image tokens of the prompt, 0 .. L-1).
+
+    Attributes:
+        n_visual (`list[int]`): visual tokens of each sample.
+        kept (`list[LongTensor]`): the visual tokens that survived every cut.
+        stages (`list[list[Selection]]`): per cut, per sample, the method's own answer (with its named parts),
+            in the indices of the visual tokens that reached that cut.
+        select_seconds (`float`): time spent choosing (scoring and selection, all cuts, whole batch).
+        cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill.
+    """
+
+    n_visual: list[int]
+    kept: list[torch.Tensor] = field(default_factory=list)
+    stages: list[list[Selection]] = field(default_factory=list)
+    select_seconds: float = 0.0
+    cache_lengths: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _PromptState:
+    """Per-prompt bookkeeping, rebuilt at every prefill."""
+
+    prompt_len: int
+    visual_mask: torch.Tensor  # [B, S] bool
+    real_mask: torch.Tensor  # [B, S] bool, False at padding
+    grids: list[tuple[int, int]] | None
+    record: PrefillRecord
+    rope_positions: torch.Tensor | None = None  # [A, B, S]
+    base_keep: torch.Tensor | None = None  # [B, n] prompt positions the text model ran on
+    keep: torch.Tensor | None = None  # [B, n] prompt positions alive now
+    stage_keeps: list[torch.Tensor] = field(default_factory=list)  # prompt positions alive after each cut
+    stage_kwargs: dict[str, Any] | None = None  # gathered layer kwargs of the current stage
+    captured: dict[str, torch.Tensor] = field(default_factory=dict)
+    held: list[torch.Tensor] | None = None  # per layer, prompt positions its cache holds
+    held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
+    generated: int = 0
+
+
+class Pruner:
+    """A pruning method attached to a model. Use `prune(...)` to make one, `remove()` (or `with`) to undo it."""
+
+    def __init__(self, model: nn.Module, config: PruneConfig, method: MethodSpec):
+        arch = arch_for(model)
+        if getattr(model, _MARKER, None) is not None:
+            raise RuntimeError("this model already has a pruner attached; call .remove() on it first")
+        self.model, self.config, self.method = model, config, method
+        text_config = getattr(model.config, arch.text_config)
+        attention = getattr(text_config, "_attn_implementation", None) or "eager"
+        if attention not in SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"attention implementation {attention!r} is not supported by the pruning engine "
+                f"(a flex BlockMask cannot be gathered); load the model with one of {SUPPORTED_ATTENTION}"
+            )
+        self._attention = attention
+        self._arch = arch
+        self._multimodal = get_submodule(model, arch.multimodal)
+        self._text_model = get_submodule(model, arch.text_model)
+        self._layers: nn.ModuleList = get_submodule(model, arch.layers)
+        self._rope = rope_spec(text_config)
+        self._image_token_id = int(getattr(model.config, arch.image_token_attr))
+        self._cuts = self._check_cuts(config.cuts(), len(self._layers))
+        self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
+        self._state: _PromptState | None = None
+        self.last: PrefillRecord | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        try:
+            self._attach()
+        except BaseException:
+            self.remove()
+            raise
+        setattr(model, _MARKER, self)
+
+    # ------------------------------------------------------------------ attach / detach
+    @staticmethod
+    def _check_cuts(cuts: list[Cut], n_layers: int) -> list[Cut]:
+        layers = [cut.layer for cut in cuts]
+        if layers != sorted(set(layers)):
+            raise ValueError(f"cut layers must be strictly increasing, got {layers}")
+        for cut in cuts:
+            if cut.layer == 0:
+                continue
+            if not 1 <= cut.layer < n_layers:
+                raise ValueError(
+                    f"layer {cut.layer} is outside [1, {n_layers}) for this model ({n_layers} decoder layers); "
+                    "layer is K, the first layer that runs pruned"
+                )
+        if 0 in layers and layers.index(0) != 0:
+            raise ValueError("a before-LLM cut (layer 0) must come first")
+        return cuts
+
+    def _attach(self) -> None:
+        hook = self._handles.append
+        hook(self._multimodal.register_forward_pre_hook(self._on_multimodal, with_kwargs=True))
+        hook(self._text_model.register_forward_pre_hook(self._on_text_model, with_kwargs=True))
+        hook(self._text_model.register_forward_hook(self._after_text_model, with_kwargs=True))
+        for index, layer in enumerate(self._layers):
+            hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
+        for cut in self._cut_at.values():
+            attention = self._layers[cut.layer - 1].self_attn
+            if "values" in self.method.needs:
+                hook(attention.v_proj.register_forward_hook(self._capture_values))
+            if "attention" in self.method.needs:
+                hook(attention.register_forward_pre_hook(self._capture_query_keys, with_kwargs=True))
+
+    def remove(self) -> None:
+        """Remove every hook and forget all state: the model behaves exactly as before `prune`."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._state = None
+        if getattr(self.model, _MARKER, None) is self:
+            delattr(self.model, _MARKER)
+
+    def __enter__(self) -> Pruner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    # ------------------------------------------------------------------ hooks
+    def _on_multimodal(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("past_key_values")
+        if cache is not None and not _is_dynamic(cache):
+            raise ValueError(
+                f"pruning needs a DynamicCache (layers change length), got {type(cache).__name__} with layers "
+                f"{sorted({type(layer).__name__ for layer in cache.layers})}: do not use static or sliding caches"
+            )
+        if cache is not None and cache.get_seq_length() > 0:
+            return self._check_decode(cache, input_ids, args, kwargs)
+        if not isinstance(input_ids, torch.Tensor):
+            raise ValueError("pruning needs `input_ids` at prefill to locate the image tokens (got inputs_embeds only)")
+        visual_mask = input_ids == self._image_token_id
+        for row, count in enumerate(visual_mask.sum(dim=1).tolist()):
+            if count == 0:
+                raise ValueError(
+                    f"prompt {row} of the batch has no image token (id {self._image_token_id}): "
+                    "visual-token pruning needs an image in every prompt"
+                )
+        attention_mask = kwargs.get("attention_mask")
+        real = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
+        real = torch.ones_like(visual_mask) if real is None else real
+        grids = self._arch.grid(kwargs, self.model.config) if self._arch.grid is not None else None
+        record = PrefillRecord(n_visual=visual_mask.sum(dim=1).tolist())
+        self._state = _PromptState(input_ids.shape[1], visual_mask, real, grids, record)
+        return None
+
+    def _check_decode(self, cache: Any, input_ids: torch.Tensor | None, args: tuple, kwargs: dict):
+        state = self._state
+        if state is None or state.held is None:
+            raise RuntimeError("a decode step reached a pruned model without a pruned prefill before it")
+        expected = state.held[0].shape[1] + state.generated
+        new_tokens = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[1]
+        if cache.get_seq_length() != expected or new_tokens != 1:
+            raise ValueError(
+                f"this cache holds {cache.get_seq_length()} tokens and {new_tokens} new token(s) were given, but the "
+                f"pruned prefill left {expected} and decoding feeds one token at a time: continuing a pruned cache "
+                "from another prefill or with several new tokens (a second turn) is not supported; run a fresh "
+                "prefill (generate() without past_key_values) on the whole conversation"
+            )
+        if kwargs.get("position_ids") is None:
+            kwargs = dict(kwargs, position_ids=self._next_positions(state))
+            return args, kwargs
+        return None
+
+    def _next_positions(self, state: _PromptState) -> torch.Tensor:
+        """Original position ids of the next token, in the shape the model's forward takes."""
+        assert state.rope_positions is not None
+        nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
+        return nxt if self._rope.mrope_section is not None else nxt[0]
+
+    def _on_text_model(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        state = self._state
+        if state is None:
+            return None
+        cache = kwargs.get("past_key_values")
+        if cache is not None and cache.get_seq_length() > 0:
+            return args, self._decode_text_kwargs(state, kwargs)
+        embeds = kwargs["inputs_embeds"]
+        state.rope_positions = _rope_rows(kwargs.get("position_ids"), embeds.shape[0], embeds.shape[1], embeds.device)
+        full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
+        state.base_keep = state.keep = full
+        if self._cuts[0].layer != 0:
+            return None
+        rel = self._select(state, self._cuts[0], embeds, captured={})
+        kwargs = dict(kwargs, inputs_embeds=gather_seq(embeds, rel))
+        if kwargs.get("position_ids") is None:
+            kwargs["position_ids"] = full.clone()
+        kwargs["position_ids"] = gather_positions(kwargs["position_ids"], rel)
+        mask = kwargs.get("attention_mask")
+        # An explicit all-ones mask keeps transformers from reading gaps in the positions as packed sequences.
+        kwargs["attention_mask"] = torch.ones_like(rel) if mask is None else gather_seq(mask, rel)
+        state.base_keep = state.keep
+        return args, kwargs
+
+    def _decode_text_kwargs(self, state: _PromptState, kwargs: dict) -> dict:
+        assert state.held is not None and state.rope_positions is not None
+        positions = kwargs.get("position_ids")
+        first_full = state.held[0].shape[1] == state.prompt_len
+        if positions is None and not first_full:
+            raise ValueError("a pruned decode step needs position ids; call the multimodal model, not its decoder")
+        if positions is not None:
+            got = _rope_rows(positions, state.keep.shape[0], positions.shape[-1], positions.device)
+            want = self._next_positions(state)
+            want = want if want.dim() == 3 else want[None]
+            if got.shape != want.shape or not torch.equal(got, want.to(got.device)):
+                raise ValueError(
+                    f"decode position ids {got.flatten().tolist()} do not continue the pruned prompt (expected "
+                    f"{want.flatten().tolist()}): positions must follow the original, unpruned sequence"
+                )
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not first_full:
+            if mask.dim() != 2 or mask.shape[1] != state.prompt_len + state.generated + 1:
+                raise ValueError(
+                    f"expected a 2D attention mask over the {state.prompt_len + state.generated + 1} tokens of the "
+                    f"unpruned sequence, got shape {tuple(mask.shape)}"
+                )
+            cols = decode_columns(state.held[0], state.prompt_len, mask.shape[1])
+            kwargs = dict(kwargs, attention_mask=gather_seq(mask, cols))
+        return kwargs
+
+    def _layer_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            state = self._state
+            if state is None or state.base_keep is None:
+                return None
+            if state.held is not None:  # decoding
+                return self._decode_layer_kwargs(state, index, args, kwargs)
+            if index in self._cut_at:
+                hidden = args[0]
+                rel = self._select(state, self._cut_at[index], hidden, state.captured)
+                state.captured = {}
+                args = (gather_seq(hidden, rel),) + args[1:]
+                state.stage_kwargs = self._gather_layer_kwargs(state, kwargs)
+            if state.stage_kwargs is None:
+                return None
+            return args, dict(kwargs, **state.stage_kwargs)
+
+        return hook
+
+    def _gather_layer_kwargs(self, state: _PromptState, kwargs: dict) -> dict[str, Any]:
+        """The layer inputs that depend on the sequence, restricted to the tokens alive now."""
+        rel = position_in(state.keep, state.base_keep)
+        gathered: dict[str, Any] = {}
+        if kwargs.get("position_embeddings") is not None:
+            cos, sin = kwargs["position_embeddings"]
+            gathered["position_embeddings"] = (gather_seq(cos, rel), gather_seq(sin, rel))
+        if kwargs.get("position_ids") is not None:
+            # FlashAttention reads gaps in position_ids as packed sequences; RoPE already sits in the tables.
+            gathered["position_ids"] = None if self._attention == "flash_attention_2" else gather_seq(
+                kwargs["position_ids"], rel
+            )
+        if "attention_mask" in kwargs:
+            mask = kwargs["attention_mask"]
+            gathered["attention_mask"] = gather_mask(mask, rel if mask is not None and mask.dim() == 4 else None, rel)
+        return gathered
+
+    def _decode_layer_kwargs(self, state: _PromptState, index: int, args: tuple, kwargs: dict):
+        assert state.held_in_first is not None
+        cols_in_first = state.held_in_first[index]
+        mask = kwargs.get("attention_mask")
+        if cols_in_first is None or mask is None:
+            return None
+        first_len = state.held[0].shape[1]
+        generated = torch.arange(first_len, mask.shape[-1], device=cols_in_first.device)
+        cols = torch.cat([cols_in_first, generated.expand(cols_in_first.shape[0], -1)], dim=1)
+        return args, dict(kwargs, attention_mask=gather_mask(mask, None, cols))
+
+    def _after_text_model(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        state = self._state
+        if state is None or state.base_keep is None:
+            return
+        if state.held is not None:
+            state.generated += 1
+            return
+        self._finish_prefill(state, getattr(output, "past_key_values", None))
+
+    def _finish_prefill(self, state: _PromptState, cache: Any) -> None:
+        # Which prompt positions each layer saw: the text model's input, then each in-LLM cut's survivors.
+        in_llm_keeps = iter(state.stage_keeps[1:] if self._cuts[0].layer == 0 else state.stage_keeps)
+        held, current = [], state.base_keep
+        for index in range(len(self._layers)):
+            if index in self._cut_at:
+                current = next(in_llm_keeps)
+            held.append(current)
+        final = state.keep
+        if self.config.cache_policy == "all":
+            if cache is not None:
+                for index, layer_keep in enumerate(held):
+                    if layer_keep.shape[1] != final.shape[1]:
+                        rel = position_in(final, layer_keep)
+                        layer = cache.layers[index]
+                        layer.keys = gather_seq(layer.keys, rel, dim=2)
+                        layer.values = gather_seq(layer.values, rel, dim=2)
+            held = [final] * len(held)
+        state.held = held
+        state.held_in_first = [
+            None if layer_keep.shape[1] == held[0].shape[1] else position_in(layer_keep, held[0])
+            for layer_keep in held
+        ]
+        state.stage_kwargs = None
+        ordinal = state.visual_mask.long().cumsum(dim=1) - 1
+        state.record.kept = [ordinal[row, final[row][state.visual_mask[row, final[row]]]] for row in range(len(final))]
+        state.record.cache_lengths = [layer_keep.shape[1] for layer_keep in held]
+        self.last = state.record
+        if cache is None:
+            self._state = None  # no cache: the next forward is a fresh prefill
+
+    # ------------------------------------------------------------------ capture
+    def _capture_values(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        state = self._state
+        if state is None or state.held is not None:
+            return
+        attention = self._layers[0].self_attn
+        head_dim = attention.head_dim
+        batch, seq, _ = output.shape
+        values = output.view(batch, seq, -1, head_dim).transpose(1, 2)
+        state.captured["values"] = values.repeat_interleave(attention.num_key_value_groups, dim=1)
+
+    def _capture_query_keys(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        state = self._state
+        if state is None or state.held is not None:
+            return
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        cos, sin = kwargs["position_embeddings"]
+        batch, seq, _ = hidden.shape
+        head_dim = module.head_dim
+        query = module.q_proj(hidden[:, -1:]).view(batch, 1, -1, head_dim).transpose(1, 2)
+        keys = module.k_proj(hidden).view(batch, seq, -1, head_dim).transpose(1, 2)
+        query = rotate(query, cos[:, -1:].expand(batch, -1, -1), sin[:, -1:].expand(batch, -1, -1))
+        keys = rotate(keys, cos.expand(batch, -1, -1), sin.expand(batch, -1, -1))
+        state.captured["queries"] = query
+        state.captured["keys"] = keys.repeat_interleave(module.num_key_value_groups, dim=1)
+        state.captured["scaling"] = torch.tensor(module.scaling)
+
+    # ------------------------------------------------------------------ selection
+    def _select(self, state: _PromptState, cut: Cut, hidden: torch.Tensor, captured: dict) -> torch.Tensor:
+        """Choose the kept tokens of every sample at `cut`; returns their positions in the current sequence."""
+        start = _clock(hidden)
+        keep = state.keep  # [B, n] prompt positions alive now
+        visual = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device))
+        real = torch.gather(state.real_mask.to(keep.device), 1, keep)
+        positions = gather_positions(state.rope_positions, keep)
+        rows, selections = [], []
+        for row in range(keep.shape[0]):
+            visual_index = visual[row].nonzero().flatten().to(hidden.device)
+            n_visual = visual_index.numel()
+            after = torch.arange(int(visual_index[-1]) + 1, keep.shape[1], device=hidden.device)
+            ctx = SelectionContext(
+                n_keep=max(1, round(cut.ratio * n_visual)),
+                visual_index=visual_index,
+                query_index=after,
+                text_index=(~visual[row] & real[row]).nonzero().flatten().to(hidden.device),
+                key_mask=real[row].to(hidden.device),
+                position_ids=positions[:, row],
+                rope=self._rope,
+                hidden_states=hidden[row] if "hidden_states" in self.method.needs or cut.layer == 0 else None,
+                values=captured["values"][row] if "values" in captured else None,
+                queries=captured["queries"][row] if "queries" in captured else None,
+                keys=captured["keys"][row] if "keys" in captured else None,
+                scaling=float(captured["scaling"]) if "scaling" in captured else None,
+                grid=state.grids[row] if state.grids is not None and len(state.grids) == keep.shape[0] else None,
+                seed=self.config.seed,
+            )
+            selection = self.method.select(ctx, self.config)
+            _check_selection(selection, ctx, self.method.name)
+            kept_visual = torch.zeros(n_visual, dtype=torch.bool, device=hidden.device)
+            kept_visual[selection.keep.to(hidden.device)] = True
+            alive = ~visual[row].to(hidden.device)
+            alive[visual_index[kept_visual]] = True
+            rows.append(alive.nonzero().flatten())
+            selections.append(selection)
+        counts = sorted({len(r) for r in rows})
+        if len(counts) > 1:
+            raise ValueError(
+                f"the rows of this batch keep different numbers of tokens {counts}: batch prompts whose images give "
+                "the same number of visual tokens, or run them one at a time"
+            )
+        rel = torch.stack(rows)
+        state.keep = torch.gather(keep, 1, rel.to(keep.device))
+        state.record.stages.append(selections)
+        state.stage_keeps.append(state.keep)
+        state.record.select_seconds += _clock(hidden) - start
+        return rel
+
+
+def _check_selection(selection: Selection, ctx: SelectionContext, name: str) -> None:
+    keep = selection.keep
+    if keep.numel() == 0 or int(keep.min()) < 0 or int(keep.max()) >= ctx.n_visual:
+        raise ValueError(f"method {name!r} returned indices outside [0, {ctx.n_visual}) or none at all")
+
+
+def _is_dynamic(cache: Any) -> bool:
+    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _clock(tensor: torch.Tensor) -> float:
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)
+    return time.perf_counter()
+
+
+def _rope_rows(position_ids: torch.Tensor | None, batch: int, seq: int, device: torch.device) -> torch.Tensor:
+    """The rotary position rows `[A, B, S]` from any accepted `position_ids` shape (None: 0 .. S-1)."""
+    if position_ids is None:
+        return torch.arange(seq, device=device).view(1, 1, -1).expand(1, batch, -1)
+    if position_ids.dim() == 2:
+        return position_ids[None].expand(1, batch, -1)
+    if position_ids.shape[0] == 4:  # Qwen under generate(): row 0 holds text positions for the mask
+        return position_ids[1:].expand(-1, batch, -1)
+    return position_ids.expand(-1, batch, -1)
+
+
+def prune(model: nn.Module, method: str | PruneConfig = "none", **options: Any) -> Pruner:
+    """Make `model` prune visual tokens. Returns the attached `Pruner` (also a context manager).
+
+    Example:
+        >>> pruner = prune(model, method="ivc_prune", ratio=0.5, layer=16)
+        >>> out = model.generate(**inputs)   # pruned
+        >>> pruner.last.kept                 # kept visual indices per sample
+        >>> pruner.remove()                  # or: unprune(model)
+    """
+    if isinstance(method, PruneConfig):
+        if options:
+            raise TypeError(f"pass options inside the config, not as keywords: {sorted(options)}")
+        return Pruner(model, method, method_of_config(method))
+    return Pruner(model, make_config(method, **options), get_method(method))
+
+
+def unprune(model: nn.Module) -> None:
+    """Remove the pruner attached to `model` (no-op when there is none)."""
+    pruner = getattr(model, _MARKER, None)
+    if pruner is not None:
+        pruner.remove()
+

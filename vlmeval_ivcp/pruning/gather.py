@@ -1,0 +1,73 @@
+"""Pure index bookkeeping: gathering sequences, rotary tables and masks to a kept set.
+
+`keep` is always `LongTensor [B, n]`, strictly ascending per row, indexing the sequence dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gather_seq(x: torch.Tensor, keep: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Gather `x` along `dim` (which follows a batch dim at 0, or the batch is broadcast from size 1).
+
+    Args:
+        x (`Tensor [B or 1, ..., S, ...]`): batch first; `dim` is the sequence dimension.
+        keep (`LongTensor [B, n]`).
+    Returns:
+        `Tensor` with `x.shape[dim]` replaced by `n` and batch `B`.
+    """
+    batch = keep.shape[0]
+    if x.shape[0] != batch:
+        x = x.expand(batch, *x.shape[1:])
+    shape = [1] * x.dim()
+    shape[0], shape[dim] = batch, keep.shape[1]
+    index = keep.view(shape).expand(*[keep.shape[1] if d == dim else s for d, s in enumerate(x.shape)])
+    return torch.gather(x, dim, index.to(x.device))
+
+
+def gather_positions(position_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Gather position ids of shape `[B, S]` or `[A, B, S]` (M-RoPE rows first) along the sequence."""
+    if position_ids.dim() == 2:
+        return gather_seq(position_ids, keep, dim=1)
+    return torch.stack([gather_seq(rows, keep, dim=1) for rows in position_ids])
+
+
+def gather_mask(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
+    """Restrict an attention mask to kept query rows and key columns.
+
+    Args:
+        mask (`Tensor [B, 1, Q, K]` (4D, bool or additive float), `Tensor [B, K]` (2D padding mask) or `None`).
+        rows (`LongTensor [B, q]` or `None`): query rows to keep (None: keep all rows).
+        cols (`LongTensor [B, k]`): key columns to keep.
+    """
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        return gather_seq(mask, cols, dim=1)
+    if rows is not None:
+        mask = gather_seq(mask, rows, dim=2)
+    return gather_seq(mask, cols, dim=3)
+
+
+def decode_columns(held: torch.Tensor, prompt_len: int, total_len: int) -> torch.Tensor:
+    """Key columns of the full (prompt + generated) sequence that a cache holding `held` prompt tokens sees.
+
+    Args:
+        held (`LongTensor [B, n]`): prompt positions the cache holds.
+        prompt_len (`int`): S, the unpruned prompt length.
+        total_len (`int`): S + tokens generated so far, including the ones being fed now.
+    Returns:
+        `LongTensor [B, n + total_len - S]`.
+    """
+    generated = torch.arange(prompt_len, total_len, device=held.device).expand(held.shape[0], -1)
+    return torch.cat([held, generated], dim=1)
+
+
+def position_in(subset: torch.Tensor, superset: torch.Tensor) -> torch.Tensor:
+    """Where each element of `subset` sits in `superset` (both `[B, *]`, ascending; subset ⊆ superset per row)."""
+    superset = superset.contiguous()
+    found = torch.searchsorted(superset, subset.contiguous())
+    if not bool((torch.gather(superset, 1, found.clamp(max=superset.shape[1] - 1)) == subset).all()):
+        raise ValueError("internal error: kept set is not contained in the held set")
+    return found

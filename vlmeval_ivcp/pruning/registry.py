@@ -1,0 +1,85 @@
+"""Methods by name: each is a config class plus a pure selection function."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import PruneConfig
+from .context import Selection, SelectionContext
+
+SelectFn = Callable[[SelectionContext, PruneConfig], Selection]
+
+# What a method may ask the engine to capture for it (fields of SelectionContext).
+INPUTS = frozenset({"hidden_states", "values", "attention"})
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    Args:
+        name (`str`): registry key (lowercase).
+        config_cls (`type[PruneConfig]`): its settings.
+        select (`SelectFn`): `(context, config) -> Selection`, pure.
+        needs (`frozenset[str]`): which optional context fields the engine must fill (subset of `INPUTS`;
+            "attention" fills `queries`, `keys` and `scaling`).
+    """
+
+    name: str
+    config_cls: type[PruneConfig]
+    select: SelectFn
+    needs: frozenset[str]
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, config_cls: type[PruneConfig], needs: tuple[str, ...] = ()):
+    """Decorator registering a selection function under `name`."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"method name must be lowercase snake_case, got {name!r}")
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is already registered")
+    if not (isinstance(config_cls, type) and issubclass(config_cls, PruneConfig)):
+        raise TypeError(f"config_cls of {name!r} must subclass PruneConfig, got {config_cls!r}")
+    unknown = set(needs) - INPUTS
+    if unknown:
+        raise ValueError(f"method {name!r} needs unknown inputs {sorted(unknown)}; known: {sorted(INPUTS)}")
+
+    def decorator(fn: SelectFn) -> SelectFn:
+        METHODS[name] = MethodSpec(name, config_cls, fn, frozenset(needs))
+        return fn
+
+    return decorator
+
+
+def get_method(name: str) -> MethodSpec:
+    from . import methods  # noqa: F401  (registers the built-in methods)
+
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown pruning method {name!r}; known: {sorted(METHODS)}") from None
+
+
+def make_config(method: str, **options: Any) -> PruneConfig:
+    """Build the config of `method` from keyword options, refusing unknown keys by name."""
+    spec = get_method(method)
+    allowed = spec.config_cls.field_names()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for method {method!r}; allowed: {allowed}")
+    return spec.config_cls(**options)
+
+
+def method_of_config(config: PruneConfig) -> MethodSpec:
+    """The registered method whose config class is exactly `type(config)`."""
+    from . import methods  # noqa: F401
+
+    for spec in METHODS.values():
+        if type(config) is spec.config_cls:
+            return spec
+    raise TypeError(f"{type(config).__name__} is not the config of a registered method")
