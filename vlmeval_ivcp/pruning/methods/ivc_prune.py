@@ -1,0 +1,287 @@
+"""`ivc_prune`: IVC-Prune (Sun et al., "IVC-Prune: Revealing the Implicit Visual Coordinates in LVLMs for Vision Token
+Pruning", ICLR 2026, https://arxiv.org/abs/2602.03060).
+
+Where: inside the LLM, once, before layer K; with `cache_policy="all"` the KV cache of layers 0..K-1 is cut to the same
+tokens after prefill, so every layer decodes over the reduced context. Signals: RoPE positions (IVC tokens, see
+`..rope`) and the value vectors of layer K-1 (foreground tokens). No attention map is read: works with eager, SDPA and
+FlashAttention-2.
+
+Kept visual tokens = IVC tokens ∪ semantic seeds ∪ foreground tokens ranked by refined value similarity, filled to the
+engine's budget (or, with `fill=False`, the LLaVA release rule: a fixed number of foreground tokens, no fill).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import PruneConfig
+from ..context import Selection, SelectionContext, sorted_keep
+from ..registry import register_method
+from ..rope import MROPE_MODES, ivc_scores, ivc_tokens, top_n
+
+# Query rows scored per step: bounds the similarity block to [H, _QUERY_CHUNK, L] whatever the prompt length.
+_QUERY_CHUNK = 256
+
+
+@dataclass
+class IVCPruneConfig(PruneConfig):
+    """Settings of IVC-Prune. Absolute counts (`n_ivc`, `n_seed`), when set, replace their fractions."""
+
+    layer: int = field(
+        default=16, metadata={"help": "K: first decoder layer that runs pruned; values of K-1 are read"}
+    )
+    cache_policy: str = field(
+        default="all", metadata={"help": "'all' (the release: layers 0..K-1 are trimmed too after prefill) or 'after'"}
+    )
+    ivc_frac: float = field(
+        default=0.10,
+        metadata={
+            "help": "IVC tokens per ranking (cos and sin each) as a fraction of L, in [0, 1]; round(ivc_frac*L)"
+        },
+    )
+    n_ivc: int | None = field(
+        default=None, metadata={"help": "IVC tokens per ranking as an absolute count (>= 0); overrides ivc_frac"}
+    )
+    seed_frac: float = field(
+        default=0.01, metadata={"help": "semantic seeds as a fraction of L, in [0, 1]; max(1, round(seed_frac*L))"}
+    )
+    n_seed: int | None = field(
+        default=None, metadata={"help": "semantic seeds as an absolute count (>= 0, 0 = none); overrides seed_frac"}
+    )
+    text_offset: int = field(
+        default=2,
+        metadata={"help": "prompt tokens after the image skipped before the text queries (image-end marker + 1)"},
+    )
+    mrope_mode: str = field(
+        default="axis_mean",
+        metadata={"help": "M-RoPE IVC score: 'axis_mean' (release: mean over t/h/w and all dims) or 'section'"},
+    )
+    fill: bool = field(
+        default=True,
+        metadata={"help": "True: fill with top tokens by refined score to exactly round(ratio*L); False: no fill"},
+    )
+    n_foreground: int | None = field(
+        default=None,
+        metadata={"help": "with fill=False only: top tokens by refined score added to IVC ∪ seeds (>= 0)"},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope != "llm":
+            raise ValueError(
+                f"ivc_prune reads the value vectors of layer K-1: scope must be 'llm', got {self.scope!r}"
+            )
+        self.ivc_frac = _fraction("ivc_frac", self.ivc_frac)
+        self.seed_frac = _fraction("seed_frac", self.seed_frac)
+        _count("n_ivc", self.n_ivc, optional=True)
+        _count("n_seed", self.n_seed, optional=True)
+        _count("text_offset", self.text_offset)
+        _count("n_foreground", self.n_foreground, optional=True)
+        if self.mrope_mode not in MROPE_MODES:
+            raise ValueError(f"mrope_mode must be one of {MROPE_MODES}, got {self.mrope_mode!r}")
+        if not isinstance(self.fill, bool):
+            raise TypeError(f"fill must be True or False, got {self.fill!r}")
+        if not self.fill and self.n_foreground is None:
+            raise ValueError("fill=False needs n_foreground (how many top tokens by refined score to add), got None")
+        if self.fill and self.n_foreground is not None:
+            raise ValueError(
+                f"n_foreground={self.n_foreground} only applies with fill=False; with fill=True the budget "
+                "round(ratio*L) sets the foreground count (set n_foreground=None)"
+            )
+
+    def ivc_count(self, n_visual: int) -> int:
+        """Tokens taken from each of the cos and sin rankings for `n_visual` visual tokens."""
+        count = self.n_ivc if self.n_ivc is not None else round(self.ivc_frac * n_visual)
+        return min(count, n_visual)
+
+    def seed_count(self, n_visual: int) -> int:
+        """Semantic seeds for `n_visual` visual tokens."""
+        count = self.n_seed if self.n_seed is not None else max(1, round(self.seed_frac * n_visual))
+        return min(count, n_visual)
+
+
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0{' or None' if optional else ''}, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def text_relevance(values: torch.Tensor, visual_index: torch.Tensor, query_index: torch.Tensor) -> torch.Tensor:
+    """Mean value-vector attention of the query tokens over the visual tokens.
+
+    `A_h[q, k] = softmax_k(<v_h(q), v_h(k)> / sqrt(d))` with the softmax over the visual keys only; the result is
+    `mean_h mean_q A_h[q, k]`. Computed in float32, `_QUERY_CHUNK` query rows at a time: the largest intermediate
+    is `[H, min(Q, _QUERY_CHUNK), L]`, never `S x S`.
+
+    Args:
+        values (`Tensor [H, S, d]`): value vectors of every token (grouped-query heads expanded).
+        visual_index (`LongTensor [L]`): sequence positions of the visual tokens (the keys).
+        query_index (`LongTensor [Q]`): sequence positions of the query rows, Q >= 1.
+
+    Returns:
+        `Tensor [L]` (float32): each row of `A_h` sums to one, so the scores sum to one.
+    """
+    if query_index.numel() == 0:
+        raise ValueError("text_relevance needs at least one query row, got an empty query_index")
+    n_heads, _, head_dim = values.shape
+    keys = values[:, visual_index].float()  # [H, L, d]
+    total = torch.zeros(visual_index.numel(), dtype=torch.float32, device=values.device)
+    for rows in query_index.split(_QUERY_CHUNK):
+        logits = torch.matmul(values[:, rows].float(), keys.transpose(1, 2)) / math.sqrt(head_dim)  # [H, q, L]
+        total += logits.softmax(dim=-1).sum(dim=(0, 1))
+    return total / (n_heads * query_index.numel())
+
+
+def semantic_seeds(t: torch.Tensor, n_seed: int) -> torch.Tensor:
+    """Stage 1: the `n_seed` visual tokens most relevant to the text.
+
+    Args:
+        t (`Tensor [L]`): text relevance (`text_relevance`).
+        n_seed (`int`): how many.
+
+    Returns:
+        `LongTensor [n_seed]`: indices into the visual tokens, best first (ties: lower index first).
+    """
+    return top_n(t, n_seed)
+
+
+def refined_relevance(
+    values: torch.Tensor, visual_index: torch.Tensor, query_index: torch.Tensor, seeds: torch.Tensor
+) -> torch.Tensor:
+    """Stage 2: relevance with the seeds added as extra query rows.
+
+    `r(k)` is the plain mean of `A[q, k]` over the `|T| + n_seed` rows (text queries, then seeds), so each text
+    token and each seed weighs the same.
+
+    Args:
+        values (`Tensor [H, S, d]`), visual_index (`LongTensor [L]`): as in `text_relevance`.
+        query_index (`LongTensor [Q]`): sequence positions of the text queries T.
+        seeds (`LongTensor [n_seed]`): indices into the visual tokens.
+
+    Returns:
+        `Tensor [L]` (float32).
+    """
+    rows = torch.cat([query_index, visual_index[seeds]])
+    return text_relevance(values, visual_index, rows)
+
+
+def budget(
+    ivc: torch.Tensor,
+    seeds: torch.Tensor,
+    r: torch.Tensor,
+    target: int,
+    fill: bool = True,
+    n_foreground: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which visual tokens to keep.
+
+    Tokens are taken in this order until `target` are chosen: the seeds (best first), the other IVC tokens by
+    descending `r`, then the foreground candidates by descending `r` (ties: lower index first). Foreground
+    candidates are every other token when `fill` (so exactly `min(target, L)` are kept), and otherwise the tokens
+    among the top `n_foreground` by `r` that are not already in `IVC ∪ seeds` (the LLaVA release rule; `target`
+    then only caps the count). When `IVC ∪ seeds` alone exceeds `target`, this order keeps the seeds first, then the
+    IVC tokens with the highest `r`.
+
+    Args:
+        ivc (`LongTensor [n_i]`): IVC tokens (indices into the visual tokens).
+        seeds (`LongTensor [n_s]`): semantic seeds, best first.
+        r (`Tensor [L]`): refined relevance.
+        target (`int`): the budget, `>= 0`.
+        fill (`bool`): fill up to `target` with the highest-`r` tokens.
+        n_foreground (`int` or `None`): with `fill=False`, how many top tokens by `r` are candidates.
+
+    Returns:
+        `(keep, foreground)`: `LongTensor`s sorted ascending; `foreground` is the part of `keep` chosen by `r`
+        outside `IVC ∪ seeds`.
+    """
+    if not fill and n_foreground is None:
+        raise ValueError("budget(fill=False) needs n_foreground, got None")
+    n_visual = r.numel()
+    in_priority = torch.zeros(n_visual, dtype=torch.bool, device=r.device)
+    in_priority[ivc] = True
+    in_priority[seeds] = True
+    is_seed = torch.zeros_like(in_priority)
+    is_seed[seeds] = True
+    ivc_rest = sorted_keep(ivc)
+    ivc_rest = ivc_rest[~is_seed[ivc_rest]]
+    ivc_rest = ivc_rest[top_n(r[ivc_rest], ivc_rest.numel())]
+    by_r = top_n(r, n_visual if fill else n_foreground)
+    candidates = by_r[~in_priority[by_r]]
+    chosen = torch.cat([seeds, ivc_rest, candidates])[: max(0, target)]
+    foreground = chosen[len(seeds) + len(ivc_rest) :]
+    return sorted_keep(chosen), sorted_keep(foreground)
+
+
+def _text_queries(ctx: SelectionContext, text_offset: int) -> torch.Tensor:
+    """T = the prompt tokens after the image, less the first `text_offset`.
+
+    When that leaves nothing (a prompt that ends at or right after the image), T falls back to the last real prompt
+    token, the one whose prediction starts the answer, so the method never divides by an empty query set.
+    """
+    queries = ctx.query_index[text_offset:]
+    if queries.numel() > 0:
+        return queries
+    if ctx.query_index.numel() > 0:
+        return ctx.query_index[-1:]
+    return ctx.key_mask.nonzero().flatten()[-1:]
+
+
+@register_method("ivc_prune", IVCPruneConfig, needs=("values",))
+def ivc_prune(ctx: SelectionContext, config: IVCPruneConfig) -> Selection:
+    """IVC tokens ∪ semantic seeds ∪ foreground tokens, within `ctx.n_keep` (exactly `ctx.n_keep` when `fill`).
+
+    Parts (indices into the visual tokens, each a subset of `keep`): `ivc_cos`, `ivc_sin` and their union `ivc`,
+    `seeds`, `foreground` (the tokens kept for their refined score alone).
+    """
+    if ctx.values is None:
+        raise ValueError("ivc_prune needs the value vectors of layer K-1 (ctx.values), got None")
+    n_visual = ctx.n_visual
+    c, s = ivc_scores(ctx.position_ids[:, ctx.visual_index], ctx.rope, config.mrope_mode)
+    n_ivc = config.ivc_count(n_visual)
+    ivc = ivc_tokens(c, s, n_ivc)
+    queries = _text_queries(ctx, config.text_offset)
+    t = text_relevance(ctx.values, ctx.visual_index, queries)
+    seeds = semantic_seeds(t, config.seed_count(n_visual))
+    r = refined_relevance(ctx.values, ctx.visual_index, queries, seeds)
+    keep, foreground = budget(ivc, seeds, r, ctx.n_keep, config.fill, config.n_foreground)
+    parts = {"ivc": ivc, "ivc_cos": top_n(c, n_ivc), "ivc_sin": top_n(s, n_ivc), "seeds": seeds}
+    # Report only what was kept: the budget may drop part of IVC ∪ seeds when it is smaller than them.
+    parts = {name: keep[torch.isin(keep, part)] for name, part in parts.items()}
+    parts["foreground"] = foreground
+    return Selection(keep=keep, parts=parts)
+
+
+OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' release settings, per model (the `official` preset of each).
+    "qwen2_5_vl_7b": {"layer": 16, "ratio": 0.5, "ivc_frac": 0.10, "seed_frac": 0.01, "text_offset": 2, "fill": True},
+    "qwen2_5_vl_3b": {"layer": 22, "ratio": 0.5, "ivc_frac": 0.10, "seed_frac": 0.01, "text_offset": 2, "fill": True},
+    "llava_1_5_7b": {"layer": 16, "n_ivc": 29, "n_seed": 6, "text_offset": 2, "fill": False, "n_foreground": 115},
+}
+
+
+def official_config(model_key: str, **overrides: Any) -> IVCPruneConfig:
+    """The release's settings for `model_key`, with `overrides` applied on top.
+
+    Raises:
+        KeyError: `model_key` has no preset (the message lists the known keys).
+    """
+    try:
+        preset = OFFICIAL_PRESETS[model_key]
+    except KeyError:
+        raise KeyError(f"no official ivc_prune preset for {model_key!r}; known: {sorted(OFFICIAL_PRESETS)}") from None
+    return IVCPruneConfig(**{**preset, **overrides})
