@@ -84,14 +84,22 @@ class PrunedVLM(ABC):
         self.max_new_tokens = int(max_new_tokens)
         self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
         self.model.eval()
-        options = dict(method_options or {})
+        self.pruner: Pruner | None = None
+        self.set_method(method, ratio=ratio, layer=layer, **(method_options or {}))
+        self.stats = GenerationStats()
+
+    def set_method(self, method: str, ratio: float | None = None, layer: int | None = None, **options: Any) -> None:
+        """Switch the pruning method (the weights stay loaded; `"none"` runs the unpruned model)."""
+        if self.pruner is not None:
+            self.pruner.remove()
+            self.pruner = None
         if ratio is not None:
             options["ratio"] = ratio
         if layer is not None:
             options["layer"] = layer
-        self.pruner: Pruner | None = prune(self.model, method, **options) if method != "none" else None
+        if method != "none":
+            self.pruner = prune(self.model, method, **options)
         self.method = method
-        self.stats = GenerationStats()
 
     @abstractmethod
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any) -> tuple[Any, Any]:

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from .base import PrunedVLM
 from .qwen2_5_vl import Qwen2_5_VL
+from .tiny import tiny_checkpoint
 
 MODEL_CLASSES: dict[str, type[PrunedVLM]] = {"Qwen2_5_VL": Qwen2_5_VL}
 
 # Release settings of IVC-Prune for Qwen2.5-VL: min_pixels = 4·28², max_pixels = 16384·28².
 _QWEN_RELEASE = dict(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
 
+
+def tiny_models_dir() -> Path:
+    """Where tiny random checkpoints are built on first use (under the standard XDG cache folder)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlmeval_ivcp" / "tiny-models"
+
+
+def tiny_qwen2_5_vl(**kwargs: Any) -> Qwen2_5_VL:
+    """A tiny random-weight Qwen2.5-VL (4 layers, width 64) for demos and smoke tests: answers are noise."""
+    options = dict(dtype="float32", min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28, max_new_tokens=8)
+    return Qwen2_5_VL(str(tiny_checkpoint("qwen2_5_vl", tiny_models_dir())), **{**options, **kwargs})
+
+
 supported_models: dict[str, partial] = {
+    "TinyQwen2.5-VL": partial(tiny_qwen2_5_vl),
     "Qwen2.5-VL-3B-Instruct": partial(Qwen2_5_VL, model_path="Qwen/Qwen2.5-VL-3B-Instruct", **_QWEN_RELEASE),
     "Qwen2.5-VL-7B-Instruct": partial(Qwen2_5_VL, model_path="Qwen/Qwen2.5-VL-7B-Instruct", **_QWEN_RELEASE),
 }

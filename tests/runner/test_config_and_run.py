@@ -1,0 +1,80 @@
+"""Run configs are validated by path; the demo config runs end to end, resumes, and writes the results layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlmeval_ivcp.runner.cli import main
+from vlmeval_ivcp.runner.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {"models": [{"name": "TinyQwen2.5-VL"}], "datasets": ["DemoMCQ"], "methods": [{"method": "none"}]}
+
+
+def test_the_shipped_configs_validate():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.points and config.models and config.datasets
+
+
+def test_list_valued_ratio_and_layer_expand_into_their_product():
+    raw = dict(BASE, methods=[{"method": "none"}, {"method": "random", "ratio": [0.25, 0.5], "layer": [1, 2]}])
+    names = [point.name for point in parse_config(raw).points]
+    assert names == ["none", "random_r0.25_k1", "random_r0.25_k2", "random_r0.5_k1", "random_r0.5_k2"]
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"colour": "red"}, r"x.yaml.colour: unknown key"),
+        ({"datasets": "DemoMCQ"}, r"x.yaml.datasets: expected list, got str"),
+        ({"datasets": ["NoSuchSet"]}, r"x.yaml.datasets\[0\]: unknown dataset 'NoSuchSet'"),
+        ({"models": [{"name": "NoSuchModel"}]}, r"x.yaml.models\[0\].name: unknown model 'NoSuchModel'"),
+        ({"models": [{"name": "TinyQwen2.5-VL", "kwarg": {}}]}, r"x.yaml.models\[0\].kwarg: unknown key"),
+        ({"methods": [{"method": "nope"}]}, r"x.yaml.methods\[0\].method: unknown pruning method 'nope'"),
+        ({"methods": [{"method": "random", "ratio": 2.0}]}, r"x.yaml.methods\[0\]: ratio must be in \(0, 1\]"),
+        ({"methods": [{"method": "random", "depth": 3}]}, r"x.yaml.methods\[0\].depth: unknown option"),
+        ({"methods": [{"method": "random"}, {"method": "random"}]}, r"runs \['random'\] appear more than"),
+    ],
+)
+def test_bad_configs_are_refused_with_their_path(tmp_path, change, match):
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(dict(BASE, **change)))
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config.update(work_dir=str(tmp_path / "results"), data_root=str(tmp_path / "data"))
+    config["methods"] = [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    assert main(["--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "| TinyQwen2.5-VL | ivc_prune | 0.5 | 2 |" in table
+    run_dir = tmp_path / "results" / "TinyQwen2.5-VL" / "ivc_prune_r0.5_k2"
+    lines = (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    kept = [json.loads(line)["kept_visual_tokens"] for line in lines]
+    visual = [json.loads(line)["visual_tokens"] for line in lines]
+    assert kept == [round(0.5 * n) for n in visual]
+    run_json = json.loads((run_dir / "run.json").read_text())
+    assert run_json["versions"]["transformers"] and run_json["options"] == {"ratio": 0.5, "layer": 2}
+    score = json.loads((run_dir / "TinyQwen2.5-VL_DemoMCQ_score.json").read_text())
+    assert 0.0 <= score["overall"] <= 1.0
+
+    # A re-run answers nothing again: the predictions file is untouched.
+    before = (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes()
+    assert main(["--config", str(path)]) == 0
+    assert (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes() == before
+
+
+def test_the_command_line_names_what_is_wrong(capsys):
+    assert main(["--model", "TinyQwen2.5-VL"]) == 2
+    assert "give --config, or both --model and --data" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""`python run.py --config configs/<name>.yaml`, or VLMEvalKit-style flags for a single run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, load_config, parse_config
+from .run import format_table, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate visual-token pruning methods on VLMEvalKit-style benchmarks.")
+    parser.add_argument("--config", help="YAML run config (see configs/)")
+    parser.add_argument("--model", nargs="+", help="registry model name(s), instead of a config")
+    parser.add_argument("--data", nargs="+", help="dataset name(s), instead of a config")
+    parser.add_argument("--method", default="none", help="pruning method (with --model/--data)")
+    parser.add_argument("--ratio", type=float, help="retention ratio (with --model/--data)")
+    parser.add_argument("--layer", type=int, help="selection layer K (with --model/--data)")
+    parser.add_argument("--work-dir", help="results folder (overrides the config's work_dir)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    if args.config:
+        if args.model or args.data:
+            raise ConfigError("give either --config or --model/--data, not both")
+        config = load_config(args.config)
+        return config if not args.work_dir else type(config)(**{**config.__dict__, "work_dir": args.work_dir})
+    if not (args.model and args.data):
+        raise ConfigError("give --config, or both --model and --data")
+    method = {"method": args.method}
+    method.update({key: value for key, value in (("ratio", args.ratio), ("layer", args.layer)) if value is not None})
+    raw = {"models": [{"name": name} for name in args.model], "datasets": args.data, "methods": [method]}
+    if args.work_dir:
+        raw["work_dir"] = args.work_dir
+    return parse_config(raw, "command line")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
+    summaries = run(config)
+    print(format_table(summaries))
+    return 0

@@ -1,0 +1,154 @@
+"""Run configs: a YAML file validated into dataclasses before any model loads, and its grid of runs.
+
+    work_dir: results                      # results/<model>/<run>/ ...
+    data_root: null                        # TSV folder; null: $LMUData, else ~/LMUData
+    models:
+      - name: Qwen2.5-VL-7B-Instruct       # registry name ...
+        kwargs: {dtype: bfloat16}          # ... and constructor overrides
+    datasets: [MMStar, POPE]
+    methods:                               # each entry expands over its list-valued ratio/layer
+      - {method: none}
+      - {method: ivc_prune, ratio: [0.25, 0.5, 0.75], layer: [8, 16]}
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..datasets.registry import dataset_class
+from ..models.registry import supported_models
+from ..pruning.registry import get_method
+
+TOP_LEVEL_KEYS = {"work_dir": str, "data_root": (str, type(None)), "models": list, "datasets": list, "methods": list}
+MODEL_KEYS = {"name": str, "kwargs": dict}
+GRID_KEYS = ("ratio", "layer")
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate; the message names the file and the key path."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One point of the grid: a method with concrete options."""
+
+    method: str
+    options: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """A folder name that says what ran: `none`, `ivc_prune_r0.5_k16`, plus any other option."""
+        parts = [self.method]
+        if "ratio" in self.options:
+            parts.append(f"r{self.options['ratio']}")
+        if "layer" in self.options:
+            parts.append(f"k{self.options['layer']}")
+        parts += [f"{key}{value}" for key, value in sorted(self.options.items()) if key not in GRID_KEYS]
+        return "_".join(str(part).replace("/", "-").replace(" ", "") for part in parts)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    work_dir: str
+    models: list[ModelSpec]
+    datasets: list[str]
+    points: list[RunPoint]
+    data_root: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_type(value: Any, expected: Any, where: str) -> None:
+    if not isinstance(value, expected) or isinstance(value, bool) and expected in (int, float):
+        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _check_keys(mapping: Any, allowed: dict[str, Any], where: str) -> None:
+    _check_type(mapping, dict, where)
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown key; allowed: {sorted(allowed)}")
+        _check_type(value, allowed[key], f"{where}.{key}")
+
+
+def expand_methods(entries: list[Any], where: str) -> list[RunPoint]:
+    """Each entry's list-valued `ratio`/`layer` expand into their product; each point is checked by its config."""
+    points = []
+    for position, entry in enumerate(entries):
+        here = f"{where}[{position}]"
+        _check_type(entry, dict, here)
+        options = dict(entry)
+        method = options.pop("method", None)
+        if not isinstance(method, str):
+            raise ConfigError(f"{here}.method: required, a registered method name")
+        try:
+            spec = get_method(method)
+        except KeyError as error:
+            raise ConfigError(f"{here}.method: {error.args[0]}") from None
+        allowed = set(spec.config_cls.field_names())
+        for key in options:
+            if key not in allowed:
+                raise ConfigError(f"{here}.{key}: unknown option of method {method!r}; allowed: {sorted(allowed)}")
+        axes = {key: options.pop(key) for key in GRID_KEYS if isinstance(options.get(key), list)}
+        for values in itertools.product(*axes.values()):
+            point_options = dict(options, **dict(zip(axes, values)))
+            try:
+                spec.config_cls(**point_options)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{here}: {error}") from None
+            points.append(RunPoint(method, point_options))
+    names = [point.name for point in points]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: runs {repeated} appear more than once")
+    return points
+
+
+def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
+    _check_keys(raw, TOP_LEVEL_KEYS, source)
+    for key in ("models", "datasets", "methods"):
+        if not raw.get(key):
+            raise ConfigError(f"{source}.{key}: required, a non-empty list")
+    models = []
+    for position, entry in enumerate(raw["models"]):
+        here = f"{source}.models[{position}]"
+        _check_keys(entry, MODEL_KEYS, here)
+        if entry.get("name") not in supported_models:
+            raise ConfigError(f"{here}.name: unknown model {entry.get('name')!r}; known: {sorted(supported_models)}")
+        models.append(ModelSpec(entry["name"], dict(entry.get("kwargs", {}))))
+    for position, name in enumerate(raw["datasets"]):
+        _check_type(name, str, f"{source}.datasets[{position}]")
+        try:
+            dataset_class(name)
+        except KeyError as error:
+            raise ConfigError(f"{source}.datasets[{position}]: {error.args[0]}") from None
+    return RunConfig(
+        work_dir=raw.get("work_dir", "results"),
+        models=models,
+        datasets=list(raw["datasets"]),
+        points=expand_methods(raw["methods"], f"{source}.methods"),
+        data_root=raw.get("data_root"),
+        source=raw,
+    )
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(raw, str(path))
