@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from support.contexts import make_context
 
 from vlmeval_ivcp.pruning.context import RopeSpec, SelectionContext
 from vlmeval_ivcp.pruning.methods import divprune
@@ -63,17 +64,7 @@ def test_rejects_bad_input(features, k):
 
 
 def _context(hidden_states: torch.Tensor, visual_index: list[int], n_keep: int) -> SelectionContext:
-    seq_len = hidden_states.shape[0]
-    return SelectionContext(
-        n_keep=n_keep,
-        visual_index=torch.tensor(visual_index),
-        query_index=torch.tensor([seq_len - 1]),
-        text_index=torch.tensor([0, seq_len - 1]),
-        key_mask=torch.ones(seq_len, dtype=torch.bool),
-        position_ids=torch.arange(seq_len)[None],
-        rope=RopeSpec(theta=10000.0, rotary_dim=2),
-        hidden_states=hidden_states,
-    )
+    return make_context(hidden_states.shape[0], visual_index, n_keep, hidden_states=hidden_states)
 
 
 def test_select_reads_only_the_visual_rows():

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from support.contexts import make_context
 
 from vlmeval_ivcp.pruning.context import RopeSpec, SelectionContext
 from vlmeval_ivcp.pruning.methods.resprune import (
@@ -128,17 +129,7 @@ def test_prompt_relevance_is_max_cosine_clipped_at_zero():
 
 
 def _context(hidden_states: torch.Tensor, visual_index: list[int], text_index: list[int], n_keep: int):
-    seq_len = hidden_states.shape[0]
-    return SelectionContext(
-        n_keep=n_keep,
-        visual_index=torch.tensor(visual_index),
-        query_index=torch.tensor(text_index),
-        text_index=torch.tensor(text_index),
-        key_mask=torch.ones(seq_len, dtype=torch.bool),
-        position_ids=torch.arange(seq_len)[None],
-        rope=RopeSpec(theta=10000.0, rotary_dim=8),
-        hidden_states=hidden_states,
-    )
+    return make_context(hidden_states.shape[0], visual_index, n_keep, text_index=text_index, hidden_states=hidden_states)
 
 
 def test_select_keeps_the_prompt_relevant_directions():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from support.contexts import make_context
 
 from vlmeval_ivcp.pruning.context import RopeSpec, SelectionContext
 from vlmeval_ivcp.pruning.methods.uniform import UniformConfig, evenly_spaced, grid_uniform, uniform_select
@@ -54,17 +55,7 @@ def test_grid_uniform_covers_every_region():
 
 
 def _context(n_visual: int, n_keep: int, grid: tuple[int, int] | None) -> SelectionContext:
-    seq_len = n_visual + 2
-    return SelectionContext(
-        n_keep=n_keep,
-        visual_index=torch.arange(1, n_visual + 1),
-        query_index=torch.tensor([seq_len - 1]),
-        text_index=torch.tensor([0, seq_len - 1]),
-        key_mask=torch.ones(seq_len, dtype=torch.bool),
-        position_ids=torch.arange(seq_len)[None],
-        rope=RopeSpec(theta=10000.0, rotary_dim=8),
-        grid=grid,
-    )
+    return make_context(n_visual + 2, torch.arange(1, n_visual + 1), n_keep, grid=grid)
 
 
 def test_select_uses_the_grid_when_known():
