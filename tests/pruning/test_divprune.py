@@ -6,7 +6,7 @@ import pytest
 import torch
 from support.contexts import make_context
 
-from vlmeval_ivcp.pruning.context import RopeSpec, SelectionContext
+from vlmeval_ivcp.pruning.context import SelectionContext
 from vlmeval_ivcp.pruning.methods import divprune
 from vlmeval_ivcp.pruning.methods.divprune import DivPruneConfig, divprune_select, farthest_point_order
 from vlmeval_ivcp.pruning.registry import get_method

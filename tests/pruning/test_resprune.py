@@ -6,7 +6,6 @@ import pytest
 import torch
 from support.contexts import make_context
 
-from vlmeval_ivcp.pruning.context import RopeSpec, SelectionContext
 from vlmeval_ivcp.pruning.methods.resprune import (
     ResPruneConfig,
     prompt_relevance,

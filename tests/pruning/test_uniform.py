@@ -4,7 +4,7 @@ import pytest
 import torch
 from support.contexts import make_context
 
-from vlmeval_ivcp.pruning.context import RopeSpec, SelectionContext
+from vlmeval_ivcp.pruning.context import SelectionContext
 from vlmeval_ivcp.pruning.methods.uniform import UniformConfig, evenly_spaced, grid_uniform, uniform_select
 from vlmeval_ivcp.pruning.registry import get_method
 
