@@ -65,6 +65,8 @@ class PrunedVLM(ABC):
 
     is_api = False
     INTERLEAVE = True
+    # The box convention of the family's grounding answers (a frame of vlmeval_ivcp.evaluation.grounding.FRAMES).
+    grounding_frame: str | None = None
 
     def __init__(
         self,
