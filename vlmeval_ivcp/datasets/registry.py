@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 
 from .base import ImageDataset
+from .grounding import GroundingDataset
+from .judged import JudgedDataset
 from .mcq import MCQDataset
+from .vqa import VQADataset
+from .yorn import YesNoDataset
 
-DATASET_CLASSES: list[type[ImageDataset]] = [MCQDataset]
+DATASET_CLASSES: list[type[ImageDataset]] = [MCQDataset, YesNoDataset, VQADataset, JudgedDataset, GroundingDataset]
 
 
 def dataset_class(name: str) -> type[ImageDataset]:
