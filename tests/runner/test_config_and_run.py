@@ -68,6 +68,7 @@ def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
     assert run_json["versions"]["transformers"] and run_json["options"] == {"ratio": 0.5, "layer": 2}
     score = json.loads((run_dir / "TinyQwen2.5-VL_DemoMCQ_score.json").read_text())
     assert 0.0 <= score["overall"] <= 1.0
+    assert score["loyalty"]["count"] == 8 and 0.0 <= score["loyalty"]["loyalty"] <= 1.0  # the `none` run exists
 
     # A re-run answers nothing again: the predictions file is untouched.
     before = (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes()
@@ -78,3 +79,38 @@ def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
 def test_the_command_line_names_what_is_wrong(capsys):
     assert main(["--model", "TinyQwen2.5-VL"]) == 2
     assert "give --config, or both --model and --data" in capsys.readouterr().err
+
+
+def test_infer_mode_writes_predictions_only_and_eval_mode_scores_them_without_a_model(tmp_path, monkeypatch):
+    config = dict(BASE, work_dir=str(tmp_path / "results"), data_root=str(tmp_path / "data"))
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "results" / "TinyQwen2.5-VL" / "none"
+
+    assert main(["--config", str(path), "--mode", "infer"]) == 0
+    assert len((run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_text().splitlines()) == 8
+    assert (run_dir / "TinyQwen2.5-VL_DemoMCQ.tsv").exists()
+    assert not (run_dir / "TinyQwen2.5-VL_DemoMCQ_score.json").exists()
+    assert json.loads((run_dir / "run.json").read_text())["scores"] == {}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("eval mode loaded a model")
+
+    monkeypatch.setattr("vlmeval_ivcp.runner.run.build_model", no_model)
+    assert main(["--config", str(path), "--mode", "eval"]) == 0
+    score = json.loads((run_dir / "TinyQwen2.5-VL_DemoMCQ_score.json").read_text())
+    assert json.loads((run_dir / "run.json").read_text())["scores"] == {"DemoMCQ": score}
+
+
+def test_eval_mode_without_predictions_names_the_missing_file(tmp_path):
+    argv = ["--model", "TinyQwen2.5-VL", "--data", "DemoMCQ", "--work-dir", str(tmp_path), "--mode", "eval"]
+    with pytest.raises(FileNotFoundError, match=r"TinyQwen2.5-VL_DemoMCQ.jsonl; run with --mode infer or all"):
+        main(argv)
+
+
+def test_a_judge_without_an_api_key_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    argv = ["--model", "TinyQwen2.5-VL", "--data", "DemoMCQ", "--work-dir", str(tmp_path), "--judge", "gpt-4o-mini"]
+    assert main(argv) == 2
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .config import ConfigError, load_config, parse_config
-from .run import format_table, run
+from ..evaluation.judge import Judge
+from .run import MODES, format_table, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate visual-token pruning methods on VLMEvalKit-style benchmarks.")
+    parser = argparse.ArgumentParser(
+        description="Evaluate visual-token pruning methods on VLMEvalKit-style benchmarks."
+    )
     parser.add_argument("--config", help="YAML run config (see configs/)")
     parser.add_argument("--model", nargs="+", help="registry model name(s), instead of a config")
     parser.add_argument("--data", nargs="+", help="dataset name(s), instead of a config")
@@ -19,6 +23,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ratio", type=float, help="retention ratio (with --model/--data)")
     parser.add_argument("--layer", type=int, help="selection layer K (with --model/--data)")
     parser.add_argument("--work-dir", help="results folder (overrides the config's work_dir)")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="all",
+        help="all: infer then score; infer: predictions only; eval: score stored predictions without loading a model",
+    )
+    parser.add_argument(
+        "--judge",
+        help="model name of an OpenAI-compatible judge for free-form answers (server and key from OPENAI_API_BASE "
+        "and OPENAI_API_KEY); default: exact matching only",
+    )
     return parser
 
 
@@ -43,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-    except (ConfigError, FileNotFoundError) as error:
+        # Judge answers are cached beside the results, so a re-scored run asks the server nothing twice.
+        judge = Judge(args.judge, cache_path=Path(config.work_dir) / "judge_cache.jsonl") if args.judge else None
+    except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"run.py: error: {error}", file=sys.stderr)
         return 2
-    summaries = run(config)
-    print(format_table(summaries))
+    summaries = run(config, mode=args.mode, judge=judge)
+    if summaries:  # only rank 0 of a torchrun launch has them
+        print(format_table(summaries))
     return 0

@@ -1,12 +1,14 @@
 """Inference and scoring of a run config: every model × grid point × dataset, resumable row by row.
 
 Layout: `<work_dir>/<model>/<run>/` holds, per dataset, `<model>_<dataset>.jsonl` (one line per finished row,
-appended and fsynced), `<model>_<dataset>.tsv` (the TSV's columns but `image`, plus `prediction`) and
-`<model>_<dataset>_score.json`; and one `run.json` (config, versions, git commit, timings).
+appended and fsynced), `<model>_<dataset>.tsv` (the TSV's columns but `image`, plus `prediction` and the row costs)
+and `<model>_<dataset>_score.json`; and one `run.json` (config, versions, git commit, timings). Under torchrun,
+rank r first appends to `<model>_<dataset>.rank<r>.jsonl`; rank 0 merges those and scores. See docs/results.md.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import platform
@@ -22,11 +24,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..datasets.demo import DEMO_MCQ_NAME, write_demo_mcq
-from ..datasets.registry import build_dataset
+from ..datasets.registry import dataset_class
+from ..evaluation.loyalty import loyalty
 from ..datasets.tsv import atomic_write_bytes, lmu_root
 from ..models.registry import build_model
 from .config import RunConfig, RunPoint
-from .store import PredictionStore
+from .distributed import Ranks, close_ranks, init_ranks, rank_model_kwargs
+from .store import PredictionStore, merge_shards, normalize_index, shard_indices
 
 logger = logging.getLogger(__name__)
 
@@ -46,52 +50,138 @@ def _write_json(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def infer_dataset(wrapper: Any, dataset: Any, store: PredictionStore, desc: str) -> dict[Any, dict]:
-    """Answer every row not yet in `store`; returns all records by index."""
-    done = store.done()
-    pending = [position for position, index in enumerate(dataset.data["index"]) if index not in done]
-    for position in tqdm(pending, desc=desc, unit="row", disable=not pending):
-        index = dataset.data["index"].iloc[position]
+MODES = ("all", "infer", "eval")
+
+
+def _shard_files(stem: Path) -> list[Path]:
+    """Per-rank prediction files of a dataset, including those left by a launch with another world size."""
+    return sorted(stem.parent.glob(f"{glob.escape(stem.name)}.rank*.jsonl"))
+
+
+def infer_dataset(wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str) -> None:
+    """Answers this rank's share of the rows not yet stored, then waits for every rank to finish its share.
+
+    A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
+    Rows already in any of these files (from an earlier, killed run of any world size) are skipped.
+    """
+    merged = Path(f"{stem}.jsonl")
+    done: dict[Any, dict] = {}
+    for path in [merged, *_shard_files(stem)]:
+        done.update(PredictionStore(path).done())
+    ranks.barrier()  # every rank has read (and trimmed) the files before any rank appends to them
+    own = merged if ranks.world_size == 1 else Path(f"{stem}.rank{ranks.rank}.jsonl")
+    store = PredictionStore(own)
+    indices = dataset.data["index"].tolist()
+    positions = shard_indices(range(len(indices)), ranks.rank, ranks.world_size)
+    pending = [position for position in positions if normalize_index(indices[position]) not in done]
+    for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
         prediction = wrapper.generate(dataset.message(position), dataset=dataset.name)
         stats = wrapper.stats
-        record = {"index": index, "prediction": prediction, **{key: getattr(stats, key) for key in ROW_STATS}}
-        store.append(record)
-        done[index] = record
-    return done
+        record = {"index": indices[position], "prediction": prediction}
+        store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
+    ranks.barrier()  # every shard is complete before rank 0 merges them
+
+
+def merge_predictions(stem: Path, indices: list[Any]) -> None:
+    """Folds the per-rank files of `stem` into `<stem>.jsonl` (every index exactly once) and removes them.
+
+    Raises:
+        ValueError: a row is missing or stored twice across the files (from `merge_shards`).
+    """
+    merged = Path(f"{stem}.jsonl")
+    shards = _shard_files(stem)
+    if not shards:
+        return
+    # A run killed after writing the merged file but before removing the shards: the merge is already done.
+    if set(PredictionStore(merged).done()) != {normalize_index(index) for index in indices}:
+        merge_shards([merged, *shards], indices, merged)
+    for shard in shards:
+        shard.unlink()
+
+
+def load_predictions(stem: Path, indices: list[Any]) -> dict[Any, dict]:
+    """The stored record of every row, by index.
+
+    Raises:
+        FileNotFoundError: `<stem>.jsonl` does not exist (run inference first).
+        ValueError: it lacks some rows (the message counts and names a few).
+    """
+    path = Path(f"{stem}.jsonl")
+    if not path.exists():
+        raise FileNotFoundError(f"no predictions at {path}; run with --mode infer or all first")
+    records = PredictionStore(path).done()
+    missing = [index for index in indices if normalize_index(index) not in records]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of {len(indices)} rows have no prediction, e.g. {missing[:5]}")
+    return {index: records[normalize_index(index)] for index in indices}
 
 
 def predictions_table(dataset: Any, records: dict[Any, dict]) -> pd.DataFrame:
+    """The dataset's columns but `image`, plus the prediction and the per-row costs."""
     table = dataset.data.drop(columns=[c for c in ("image",) if c in dataset.data.columns]).copy()
     for key in ("prediction",) + ROW_STATS:
-        table[key] = [records[index][key] for index in table["index"]]
+        table[key] = [records[index].get(key) for index in table["index"]]
     return table
 
 
-def run_point(wrapper: Any, model_name: str, point: RunPoint, config: RunConfig, judge: Any = None) -> dict:
-    """One grid point over every dataset; returns its summary row."""
+def _build_dataset(name: str, root: str | None, wrapper: Any) -> Any:
+    """The dataset; grounding sets take the model family's box frame (their default in `eval` mode)."""
+    cls = dataset_class(name)
+    frame = getattr(wrapper, "grounding_frame", None)
+    return cls(name, root, frame=frame) if cls.TYPE == "GROUNDING" and frame else cls(name, root)
+
+
+def run_point(
+    wrapper: Any,
+    model_name: str,
+    point: RunPoint,
+    config: RunConfig,
+    ranks: Ranks,
+    mode: str = "all",
+    judge: Any = None,
+) -> dict | None:
+    """One grid point over every dataset; returns its summary row on rank 0 (`None` on the other ranks).
+
+    `wrapper` is `None` in `eval` mode, which only scores stored predictions.
+    """
     run_dir = Path(config.work_dir) / model_name / point.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    wrapper.set_method(point.method, **point.options)
+    if wrapper is not None:
+        wrapper.set_method(point.method, **point.options)
     started = time.perf_counter()
     scores: dict[str, Any] = {}
     kept, total = 0, 0
     for name in config.datasets:
-        if name == DEMO_MCQ_NAME:
+        if name == DEMO_MCQ_NAME and ranks.is_main:
             write_demo_mcq(config.data_root or lmu_root())
-        dataset = build_dataset(name, config.data_root)
+        ranks.barrier()  # the demo data exists before other ranks read it
+        dataset = _build_dataset(name, config.data_root, wrapper)
         stem = run_dir / f"{model_name}_{name}"
-        records = infer_dataset(wrapper, dataset, PredictionStore(f"{stem}.jsonl"), f"{point.name} {name}")
-        table = predictions_table(dataset, records)
+        if mode in ("all", "infer"):
+            infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}")
+        if not ranks.is_main:
+            continue
+        indices = dataset.data["index"].tolist()
+        merge_predictions(stem, indices)  # eval mode may find shards of an inference that was not merged
+        table = predictions_table(dataset, load_predictions(stem, indices))
         atomic_write_bytes(Path(f"{stem}.tsv"), table.to_csv(sep="\t", index=False).encode())
-        scores[name] = dataset.evaluate(table, judge=judge)
-        _write_json(Path(f"{stem}_score.json"), scores[name])
         kept += int(table["kept_visual_tokens"].sum())
         total += int(table["visual_tokens"].sum())
+        if mode in ("all", "eval"):
+            scores[name] = dataset.evaluate(table, judge=judge)
+            reference = Path(config.work_dir) / model_name / "none" / f"{model_name}_{name}.tsv"
+            if point.method != "none" and reference.is_file():
+                scores[name]["loyalty"] = loyalty(table, pd.read_csv(reference, sep="\t"))
+            _write_json(Path(f"{stem}_score.json"), scores[name])
+    if not ranks.is_main:
+        return None
     summary = {
         "model": model_name,
         "run": point.name,
         "method": point.method,
         "options": point.options,
+        "mode": mode,
+        "world_size": ranks.world_size,
         "kept_visual_fraction": kept / total if total else None,
         "scores": scores,
         "seconds": time.perf_counter() - started,
@@ -114,14 +204,36 @@ def run_point(wrapper: Any, model_name: str, point: RunPoint, config: RunConfig,
     return summary
 
 
-def run(config: RunConfig, judge: Any = None) -> list[dict]:
-    """Run every model × grid point; returns one summary per run, in order."""
-    summaries = []
-    for model in config.models:
-        wrapper = build_model(model.name, **model.kwargs)
-        for point in config.points:
-            summaries.append(run_point(wrapper, model.name, point, config, judge))
-    return summaries
+def run(config: RunConfig, mode: str = "all", judge: Any = None) -> list[dict]:
+    """Runs every model × grid point; returns one summary per run, in order, on rank 0 (an empty list elsewhere).
+
+    Args:
+        config (`RunConfig`): what to run.
+        mode (`str`): `"all"` (infer, then score), `"infer"` (predictions only) or `"eval"` (score stored
+            predictions; no model is loaded).
+        judge (`Judge`, *optional*): grader for the free-form answers; `None` scores by exact matching only.
+
+    Raises:
+        ValueError: `mode` is not one of `MODES`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    ranks = init_ranks()
+    try:
+        if mode == "eval":  # scoring needs no model and no other rank: rank 0 does it alone
+            if not ranks.is_main:
+                return []
+            ranks = Ranks()
+        summaries = []
+        for model in config.models:
+            wrapper = None if mode == "eval" else build_model(model.name, **rank_model_kwargs(model.kwargs, ranks))
+            for point in config.points:
+                summary = run_point(wrapper, model.name, point, config, ranks, mode, judge)
+                if summary is not None:
+                    summaries.append(summary)
+        return summaries
+    finally:
+        close_ranks()
 
 
 def headline(scores: dict[str, Any]) -> float | None:
