@@ -7,8 +7,9 @@ prefill the KV caches follow the cache policy; decode steps continue at the orig
 Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 - multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
   continues this prefill and supplies the original position ids when the caller gave none;
-- text-model pre-hook: at prefill records positions and runs a before-LLM cut; at decode gathers the 2D mask to
-  the columns layer 0's cache holds and checks the positions;
+- text-model pre-hook: at prefill records positions (and, when the arch found no image grid, reads it from the
+  M-RoPE positions) and runs a before-LLM cut; at decode gathers the 2D mask to the columns layer 0's cache holds
+  and checks the positions;
 - layer pre-hooks: at a cut, select and gather the hidden states; on later layers, gather the RoPE tables, position
   ids and mask; at decode, gather the mask columns of layers whose cache holds a different set than layer 0;
 - text-model post-hook: trims the caches (policy `all`) and publishes the selection (`Pruner.last`).
@@ -27,7 +28,14 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from .arch import arch_for, get_submodule, rope_spec, rotate
 from .config import Cut, PruneConfig
 from .context import Selection, SelectionContext
-from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
+from .gather import (
+    decode_columns,
+    gather_mask,
+    gather_positions,
+    gather_seq,
+    grid_from_positions,
+    position_in,
+)
 from .registry import MethodSpec, get_method, make_config, method_of_config
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -43,7 +51,8 @@ class PrefillRecord:
         kept (`list[LongTensor]`): the visual tokens that survived every cut.
         stages (`list[list[Selection]]`): per cut, per sample, the method's own answer (with its named parts),
             in the indices of the visual tokens that reached that cut.
-        select_seconds (`float`): time spent choosing (scoring and selection, all cuts, whole batch).
+        select_seconds (`float`): time spent choosing (capturing the method's inputs, scoring and selection, all
+            cuts, whole batch).
         cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill.
     """
 
@@ -61,7 +70,7 @@ class _PromptState:
     prompt_len: int
     visual_mask: torch.Tensor  # [B, S] bool
     real_mask: torch.Tensor  # [B, S] bool, False at padding
-    grids: list[tuple[int, int]] | None
+    grids: list[tuple[int, int] | None] | None  # per image from the arch, or per sample from M-RoPE positions
     record: PrefillRecord
     rope_positions: torch.Tensor | None = None  # [A, B, S]
     base_keep: torch.Tensor | None = None  # [B, n] prompt positions the text model ran on
@@ -167,7 +176,9 @@ class Pruner:
         if cache is not None and cache.get_seq_length() > 0:
             return self._check_decode(cache, input_ids, args, kwargs)
         if not isinstance(input_ids, torch.Tensor):
-            raise ValueError("pruning needs `input_ids` at prefill to locate the image tokens (got inputs_embeds only)")
+            raise ValueError(
+                "pruning needs `input_ids` at prefill to locate the image tokens (got inputs_embeds only)"
+            )
         visual_mask = input_ids == self._image_token_id
         for row, count in enumerate(visual_mask.sum(dim=1).tolist()):
             if count == 0:
@@ -216,6 +227,13 @@ class Pruner:
             return args, self._decode_text_kwargs(state, kwargs)
         embeds = kwargs["inputs_embeds"]
         state.rope_positions = _rope_rows(kwargs.get("position_ids"), embeds.shape[0], embeds.shape[1], embeds.device)
+        if state.grids is None and self._rope.mrope_section is not None:
+            # generate() encodes the images before prefill and drops `image_grid_thw` from the forward's kwargs, so
+            # the arch finds no grid there; the M-RoPE (t, h, w) rows of the visual tokens still lay it out.
+            state.grids = [
+                grid_from_positions(state.rope_positions[:, row, state.visual_mask[row].to(embeds.device)])
+                for row in range(embeds.shape[0])
+            ]
         full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
         state.base_keep = state.keep = full
         if self._cuts[0].layer != 0:
@@ -349,17 +367,21 @@ class Pruner:
         state = self._state
         if state is None or state.held is not None:
             return
+        start = _clock(output)
         attention = self._layers[0].self_attn
         head_dim = attention.head_dim
         batch, seq, _ = output.shape
         values = output.view(batch, seq, -1, head_dim).transpose(1, 2)
         state.captured["values"] = values.repeat_interleave(attention.num_key_value_groups, dim=1)
+        # Capturing is work the unpruned model does not do: it counts as selection time.
+        state.record.select_seconds += _clock(output) - start
 
     def _capture_query_keys(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         state = self._state
         if state is None or state.held is not None:
             return
         hidden = kwargs.get("hidden_states", args[0] if args else None)
+        start = _clock(hidden)
         cos, sin = kwargs["position_embeddings"]
         batch, seq, _ = hidden.shape
         head_dim = module.head_dim
@@ -370,6 +392,8 @@ class Pruner:
         state.captured["queries"] = query
         state.captured["keys"] = keys.repeat_interleave(module.num_key_value_groups, dim=1)
         state.captured["scaling"] = torch.tensor(module.scaling)
+        # Recomputing the query and keys is scoring work the unpruned model does not do: it counts as selection time.
+        state.record.select_seconds += _clock(hidden) - start
 
     # ------------------------------------------------------------------ selection
     def _select(self, state: _PromptState, cut: Cut, hidden: torch.Tensor, captured: dict) -> torch.Tensor:
@@ -397,7 +421,7 @@ class Pruner:
                 queries=captured["queries"][row] if "queries" in captured else None,
                 keys=captured["keys"][row] if "keys" in captured else None,
                 scaling=float(captured["scaling"]) if "scaling" in captured else None,
-                grid=state.grids[row] if state.grids is not None and len(state.grids) == keep.shape[0] else None,
+                grid=_whole_grid(state.grids, row, keep.shape[0], n_visual),
                 seed=self.config.seed,
             )
             selection = self.method.select(ctx, self.config)
@@ -420,6 +444,20 @@ class Pruner:
         state.stage_keeps.append(state.keep)
         state.record.select_seconds += _clock(hidden) - start
         return rel
+
+
+def _whole_grid(
+    grids: list[tuple[int, int] | None] | None, row: int, batch: int, n_visual: int
+) -> tuple[int, int] | None:
+    """The grid of sample `row` when it holds exactly the visual tokens at this cut.
+
+    One grid per sample is needed (several images per prompt give no grid), and after an earlier cut the survivors
+    no longer form the image's grid, so a grid whose size differs from `n_visual` is not passed on.
+    """
+    if grids is None or len(grids) != batch or grids[row] is None:
+        return None
+    rows, cols = grids[row]
+    return grids[row] if rows * cols == n_visual else None
 
 
 def _check_selection(selection: Selection, ctx: SelectionContext, name: str) -> None:

@@ -71,3 +71,26 @@ def position_in(subset: torch.Tensor, superset: torch.Tensor) -> torch.Tensor:
     if not bool((torch.gather(superset, 1, found.clamp(max=superset.shape[1] - 1)) == subset).all()):
         raise ValueError("internal error: kept set is not contained in the held set")
     return found
+
+
+def grid_from_positions(positions: torch.Tensor) -> tuple[int, int] | None:
+    """(rows, cols) of one image's visual tokens, read from their M-RoPE position rows.
+
+    Qwen-style M-RoPE numbers an image's tokens row-major: `t` is constant, `h = h0 + row`, `w = w0 + col`.
+    Tokens that do not follow that pattern exactly (several images, video frames) have no single grid.
+
+    Args:
+        positions (`LongTensor [3, L]`): the (t, h, w) position ids of the visual tokens, in sequence order.
+    Returns:
+        `(rows, cols)` with `rows * cols == L`, or `None`.
+    """
+    if positions.dim() != 2 or positions.shape[0] != 3 or positions.shape[1] == 0:
+        return None
+    t, h, w = positions
+    cols = int(w.max() - w.min()) + 1
+    if positions.shape[1] % cols:
+        return None
+    index = torch.arange(positions.shape[1], device=positions.device)
+    one_frame = bool((t == t[0]).all())
+    row_major = torch.equal(h - h[0], index // cols) and torch.equal(w - w[0], index % cols)
+    return (positions.shape[1] // cols, cols) if one_frame and row_major else None

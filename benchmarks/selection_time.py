@@ -1,0 +1,189 @@
+"""How long each pruning method spends choosing, relative to the unpruned prefill of the same model.
+
+    python benchmarks/selection_time.py [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3]
+
+Builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads, 4 KV heads, MLP 18944, M-RoPE
+sections (16, 24, 24)) but only `--layers` layers and random weights (nothing is downloaded). The prompt is synthetic:
+a short system text, one image of `--grid` x `--grid` visual tokens (36 x 36 = 1,296 by default, a 1008 x 1008
+picture for the 7B model) and a short question. The vision tower is skipped: the visual tokens enter the LLM as
+random embeddings passed with `inputs_embeds`, while `input_ids`, `mm_token_type_ids` and `image_grid_thw` still
+tell the model (M-RoPE positions) and the engine (image tokens, grid) where the picture is.
+
+For every method the script reports the engine's `PrefillRecord.select_seconds` (capturing the method's inputs,
+scoring and choosing) as a fraction of the unpruned prefill time, both medians of `--repeats` runs in this process.
+The vocabulary is small (its size only affects the embedding lookup and the one-token `lm_head`). With few layers
+the fraction is larger than on the full 28-layer model; the last column scales the prefill time to 28 layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from vlmeval_ivcp.pruning import prune
+
+FULL_DEPTH = 28  # decoder layers of Qwen2.5-VL-7B
+VOCAB = 1024
+IMAGE, VIDEO, VISION_START, VISION_END = range(VOCAB - 4, VOCAB)
+SYSTEM_TOKENS, QUESTION_TOKENS = 20, 24  # text around the picture (system prompt; question and chat tail)
+
+
+def build_model(layers: int, dtype: torch.dtype, device: str) -> Qwen2_5_VLForConditionalGeneration:
+    """A random-weight Qwen2.5-VL with the 7B text widths, `layers` decoder layers and a one-block vision tower."""
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=layers,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+        ),
+        # Never run here (the visual tokens come as embeddings); kept minimal so that building the model is quick.
+        vision_config=dict(
+            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=3584, fullatt_block_indexes=[0]
+        ),
+        image_token_id=IMAGE,
+        video_token_id=VIDEO,
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
+    return model.to(device).eval()
+
+
+def synthetic_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
+    """One prompt: text, `<vision_start>`, `grid * grid` image tokens with random embeddings, `<vision_end>`, text.
+
+    Returns the forward kwargs (batch 1): `input_ids`, `inputs_embeds`, `attention_mask`, `mm_token_type_ids` and
+    `image_grid_thw` (in vision patches, before Qwen's 2 x 2 merge).
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+
+    def text(count: int) -> torch.Tensor:
+        return torch.randint(0, IMAGE, (count,), generator=generator)
+
+    n_visual = grid * grid
+    ids = torch.cat([
+        text(SYSTEM_TOKENS),
+        torch.tensor([VISION_START]),
+        torch.full((n_visual,), IMAGE),
+        torch.tensor([VISION_END]),
+        text(QUESTION_TOKENS),
+    ])[None]
+    is_image = ids == IMAGE
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids.to(device))
+        scale = float(embeds.float().std())
+        visual = torch.randn(n_visual, embeds.shape[-1], generator=generator) * scale
+        embeds[is_image.to(device)] = visual.to(device, embeds.dtype)
+    merge = model.config.vision_config.spatial_merge_size
+    return {
+        "input_ids": ids.to(device),
+        "inputs_embeds": embeds,
+        "attention_mask": torch.ones_like(ids).to(device),
+        "mm_token_type_ids": is_image.long().to(device),
+        "image_grid_thw": torch.tensor([[1, grid * merge, grid * merge]], device=device),
+    }
+
+
+def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
+    """Settings per method for a `layers`-deep model: in-LLM cuts at the middle layer, PDrop in three stages."""
+    middle = max(1, layers // 2)
+    stages = tuple(sorted({min(layers - 1, max(1, round(layers * quarter / 4))) for quarter in (1, 2, 3)}))
+    return {
+        "none": dict(layer=middle),
+        "random": dict(ratio=ratio, layer=middle),
+        "fastv": dict(ratio=ratio, layer=middle),
+        "pdrop": dict(ratio=ratio, layers=stages),
+        "ivc_prune": dict(ratio=ratio, layer=middle),
+        "resprune": dict(ratio=ratio),
+        "divprune": dict(ratio=ratio),
+        "uniform": dict(ratio=ratio),
+    }
+
+
+def _median_seconds(run: Callable[[], float], repeats: int) -> float:
+    return statistics.median(run() for _ in range(repeats))
+
+
+def prefill_seconds(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """Wall time of one prefill forward (with a KV cache, logits of the last token only)."""
+    device = inputs["input_ids"].device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(**inputs, use_cache=True, logits_to_keep=1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def selection_seconds(model: torch.nn.Module, inputs: dict[str, torch.Tensor], method: str,
+                      options: dict[str, Any]) -> tuple[float, int]:
+    """One pruned prefill: the engine's selection time and how many visual tokens survived."""
+    with prune(model, method, **options) as pruner:
+        prefill_seconds(model, inputs)
+    return pruner.last.select_seconds, len(pruner.last.kept[0])
+
+
+def _where(options: dict[str, Any]) -> str:
+    if "layers" in options:
+        return "layers " + ", ".join(map(str, options["layers"]))
+    return f"layer {options['layer']}" if "layer" in options else "before LLM"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers (the 7B model has 28)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
+    parser.add_argument("--grid", type=int, default=36, help="visual tokens per side (36 -> 1,296 tokens)")
+    parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the visual tokens kept")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
+    args = parser.parse_args(argv)
+    if args.layers < 2:
+        parser.error(f"--layers must be >= 2 (in-LLM methods cut at a layer K >= 1), got {args.layers}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+
+    model = build_model(args.layers, getattr(torch, args.dtype), args.device)
+    inputs = synthetic_inputs(model, args.grid)
+    prefill_seconds(model, inputs)  # warm-up: first-call allocations and kernel selection
+    unpruned = _median_seconds(lambda: prefill_seconds(model, inputs), args.repeats)
+    full_depth = unpruned * FULL_DEPTH / args.layers
+
+    n_visual, seq = args.grid**2, inputs["input_ids"].shape[1]
+    print(f"Qwen2.5-VL 7B widths, {args.layers} layers, {args.dtype}, {args.device}; {seq} prompt tokens of which "
+          f"{n_visual} visual; unpruned prefill {unpruned * 1e3:.0f} ms (median of {args.repeats})\n")
+    print("| method | cut | kept visual | select (ms) | select / prefill | "
+          f"select / prefill, {FULL_DEPTH} layers (est.) |")
+    print("|---|---|---|---|---|---|")
+    for method, options in method_options(args.layers, args.ratio).items():
+        runs = [selection_seconds(model, inputs, method, options) for _ in range(args.repeats)]
+        select = statistics.median(seconds for seconds, _ in runs)
+        print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
+              f"{select / unpruned:.2%} | {select / full_depth:.2%} |")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
