@@ -10,7 +10,7 @@
 #   RATIO     --ratio      retention ratio; empty: method default  (default empty)
 #   LAYER     --layer      selection layer K; empty: method default (default empty)
 #   LMUData   --data-root  folder of the split TSVs                (default ~/LMUData)
-#   WORK_DIR  --work-dir   results folder                          (default ./outputs)
+#   WORK_DIR  --work-dir   results folder                          (default ./results)
 #   SUFFIX    --suffix     appended to each split name             (default _for_qwen25vl for Qwen2.5-VL models,
 #                                                                   else empty)
 #   SPLITS    --splits     space-separated split names without the suffix (default: all 8 splits)
@@ -55,7 +55,7 @@ METHOD="${METHOD:-none}"
 RATIO="${RATIO:-}"
 LAYER="${LAYER:-}"
 LMUData="${LMUData:-$HOME/LMUData}"
-WORK_DIR="${WORK_DIR:-./outputs}"
+WORK_DIR="${WORK_DIR:-./results}"
 SPLITS="${SPLITS:-$ALL_SPLITS}"
 PYTHON="${PYTHON:-python}"
 # Qwen2.5-VL answers in pixels of its resized input: its splits carry the ground truth in that frame.
