@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
+from support.runs import write_demo_config
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = ("none", "ivc_prune_r0.5_k2")
@@ -20,16 +19,7 @@ ROWS = 8  # DemoMCQ
 
 
 def write_config(tmp_path: Path, name: str) -> Path:
-    config = {
-        "work_dir": str(tmp_path / name),
-        "data_root": str(tmp_path / "data"),
-        "models": [{"name": "TinyQwen2.5-VL", "kwargs": {"max_new_tokens": 4}}],
-        "datasets": ["DemoMCQ"],
-        "methods": [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}],
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_demo_config(tmp_path, name, [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}])
 
 
 def prediction_files(work_dir: Path) -> list[Path]:

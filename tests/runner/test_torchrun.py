@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from support.runs import write_demo_config
 
 from vlmeval_ivcp.runner.run import merge_predictions
 from vlmeval_ivcp.runner.store import PredictionStore
@@ -19,16 +19,7 @@ RUN = "ivc_prune_r0.5_k2"
 
 
 def write_config(tmp_path: Path, name: str) -> Path:
-    config = {
-        "work_dir": str(tmp_path / name),
-        "data_root": str(tmp_path / "data"),
-        "models": [{"name": "TinyQwen2.5-VL", "kwargs": {"max_new_tokens": 4}}],
-        "datasets": ["DemoMCQ"],
-        "methods": [{"method": "ivc_prune", "ratio": 0.5, "layer": 2}],
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_demo_config(tmp_path, name, [{"method": "ivc_prune", "ratio": 0.5, "layer": 2}])
 
 
 def predictions(work_dir: Path) -> list[dict]:
