@@ -61,6 +61,9 @@ def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
     run_dir = tmp_path / "results" / "TinyQwen2.5-VL" / "ivc_prune_r0.5_k2"
     lines = (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_text().splitlines()
     assert len(lines) == 8
+    rows = [json.loads(line) for line in lines]
+    assert all(0 < row["prefill_seconds"] <= row["generate_seconds"] for row in rows)
+    assert all(0 < row["prefill_flops"] < row["prefill_flops_unpruned"] and row["kv_cache_bytes"] > 0 for row in rows)
     kept = [json.loads(line)["kept_visual_tokens"] for line in lines]
     visual = [json.loads(line)["visual_tokens"] for line in lines]
     assert kept == [round(0.5 * n) for n in visual]

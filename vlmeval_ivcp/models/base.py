@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..evaluation.efficiency import FirstTokenTimer, kv_cache_bytes, prefill_flops, pruned_layer_lengths
 from ..pruning import Pruner, prune
 
 Message = list[dict[str, str]]
@@ -29,7 +30,11 @@ class GenerationStats:
     kept_visual_tokens: int = 0
     new_tokens: int = 0
     select_seconds: float = 0.0
+    prefill_seconds: float = 0.0
     generate_seconds: float = 0.0
+    kv_cache_bytes: int = 0
+    prefill_flops: int = 0
+    prefill_flops_unpruned: int = 0
     kept_visual: list[int] = field(default_factory=list)
 
 
@@ -123,8 +128,22 @@ class PrunedVLM(ABC):
         inputs = self.build_inputs(message, dataset)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         prompt_len = inputs["input_ids"].shape[1]
+        prefill_kv: list[int] = []
+        # The top-level forward returns after the engine's hooks, so the cache is already trimmed; the first call is
+        # the prefill.
+        probe = self.model.register_forward_hook(
+            lambda module, args, kwargs, out: None if prefill_kv else prefill_kv.append(
+                kv_cache_bytes(out.past_key_values)),
+            with_kwargs=True,
+        )
+        timer = FirstTokenTimer()
         start = time.perf_counter()
-        output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        try:
+            output = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, streamer=timer
+            )
+        finally:
+            probe.remove()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         new_tokens = output[0, prompt_len:]
@@ -132,13 +151,24 @@ class PrunedVLM(ABC):
         n_visual = int((inputs["input_ids"] == image_id).sum())
         record = self.pruner.last if self.pruner is not None else None
         kept = record.kept[0].tolist() if record is not None else list(range(n_visual))
+        n_layers = self.model.config.get_text_config().num_hidden_layers
+        unpruned = [prompt_len] * n_layers
+        computed = (
+            pruned_layer_lengths(record, self.pruner.config.cuts(), prompt_len, n_layers)
+            if record is not None
+            else unpruned
+        )
         self.stats = GenerationStats(
             prompt_tokens=prompt_len,
             visual_tokens=n_visual,
             kept_visual_tokens=len(kept),
             new_tokens=int(new_tokens.numel()),
             select_seconds=record.select_seconds if record is not None else 0.0,
+            prefill_seconds=timer.seconds,
             generate_seconds=time.perf_counter() - start,
+            kv_cache_bytes=prefill_kv[0],
+            prefill_flops=prefill_flops(self.model.config, computed),
+            prefill_flops_unpruned=prefill_flops(self.model.config, unpruned),
             kept_visual=kept,
         )
         return self.decode(new_tokens)

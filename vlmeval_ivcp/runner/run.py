@@ -35,7 +35,17 @@ from .store import PredictionStore, merge_shards, normalize_index, shard_indices
 logger = logging.getLogger(__name__)
 
 # Per-row costs recorded beside each prediction.
-ROW_STATS = ("visual_tokens", "kept_visual_tokens", "select_seconds", "generate_seconds", "new_tokens")
+ROW_STATS = (
+    "visual_tokens",
+    "kept_visual_tokens",
+    "select_seconds",
+    "prefill_seconds",
+    "generate_seconds",
+    "new_tokens",
+    "kv_cache_bytes",
+    "prefill_flops",
+    "prefill_flops_unpruned",
+)
 
 
 def _git_commit() -> str | None:
