@@ -33,8 +33,14 @@ import pandas as pd  # noqa: E402
 # Headlines that are not fractions in [0, 1]: the factor that turns them into percent of the maximum.
 PERCENT_FACTOR = {"MME": 100 / 2800, "OCRBench": 100 / 1000}
 KEY_COLUMNS = ["model", "method", "ratio", "layer"]
-EFFICIENCY_COLUMNS = {"kept_visual_tokens": "kept tokens", "select_seconds": "select (ms)",
-                      "generate_seconds": "generate (ms)"}
+# Per-row cost in the predictions jsonl -> (table column, scale), shown when recorded.
+EFFICIENCY_COLUMNS = {
+    "kept_visual_tokens": ("kept tokens", 1),
+    "select_seconds": ("select (ms)", 1000),
+    "prefill_seconds": ("prefill (ms)", 1000),
+    "generate_seconds": ("generate (ms)", 1000),
+    "kv_cache_bytes": ("KV (MiB)", 1 / 2**20),
+}
 
 
 @dataclass
@@ -120,9 +126,9 @@ def build_table(runs: list[RunResult]) -> pd.DataFrame:
         record["Avg"] = _average(run, datasets)
         unpruned = _average(baseline[run.model], datasets) if run.model in baseline else None
         record["Rel. (%)"] = 100 * record["Avg"] / unpruned if record["Avg"] is not None and unpruned else None
-        for key, column in EFFICIENCY_COLUMNS.items():
+        for key, (column, scale) in EFFICIENCY_COLUMNS.items():
             if key in run.costs:
-                record[column] = run.costs[key] * (1000 if key.endswith("_seconds") else 1)
+                record[column] = run.costs[key] * scale
         records.append(record)
     table = pd.DataFrame.from_records(records)
     table["layer"] = table["layer"].astype("Int64")  # a layer stays 16, not 16.0, beside runs without one
@@ -201,7 +207,8 @@ def write_outputs(table: pd.DataFrame, out: Path) -> list[Path]:
     written[0].write_text(to_markdown(table), encoding="utf-8")
     written[1].write_text(to_latex(table), encoding="utf-8")
     table.to_csv(written[2], index=False)
-    datasets = [c for c in table.columns if c not in KEY_COLUMNS + ["Avg", "Rel. (%)", *EFFICIENCY_COLUMNS.values()]]
+    not_datasets = {*KEY_COLUMNS, "Avg", "Rel. (%)", *(column for column, _ in EFFICIENCY_COLUMNS.values())}
+    datasets = [c for c in table.columns if c not in not_datasets]
     for dataset in datasets:
         written.append(out / f"accuracy_vs_ratio_{dataset}.png")
         plot_accuracy_vs_ratio(table, dataset, written[-1])
