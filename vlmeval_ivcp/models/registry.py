@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from .base import PrunedVLM
+from .llava import Llava
 from .qwen2_5_vl import Qwen2_5_VL
 from .tiny import tiny_checkpoint
 
-MODEL_CLASSES: dict[str, type[PrunedVLM]] = {"Qwen2_5_VL": Qwen2_5_VL}
+MODEL_CLASSES: dict[str, type[PrunedVLM]] = {"Qwen2_5_VL": Qwen2_5_VL, "Llava": Llava}
 
 # Release settings of IVC-Prune for Qwen2.5-VL: min_pixels = 4·28², max_pixels = 16384·28².
 _QWEN_RELEASE = dict(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
@@ -28,10 +29,18 @@ def tiny_qwen2_5_vl(**kwargs: Any) -> Qwen2_5_VL:
     return Qwen2_5_VL(str(tiny_checkpoint("qwen2_5_vl", tiny_models_dir())), **{**options, **kwargs})
 
 
+def tiny_llava(**kwargs: Any) -> Llava:
+    """A tiny random-weight LLaVA-1.5 (4 Llama layers, width 64; 16 visual tokens) for demos and smoke tests."""
+    options = dict(dtype="float32", max_new_tokens=8)
+    return Llava(str(tiny_checkpoint("llava", tiny_models_dir())), **{**options, **kwargs})
+
+
 supported_models: dict[str, partial] = {
     "TinyQwen2.5-VL": partial(tiny_qwen2_5_vl),
     "Qwen2.5-VL-3B-Instruct": partial(Qwen2_5_VL, model_path="Qwen/Qwen2.5-VL-3B-Instruct", **_QWEN_RELEASE),
     "Qwen2.5-VL-7B-Instruct": partial(Qwen2_5_VL, model_path="Qwen/Qwen2.5-VL-7B-Instruct", **_QWEN_RELEASE),
+    "TinyLLaVA-1.5": partial(tiny_llava),
+    "llava-1.5-7b-hf": partial(Llava, model_path="llava-hf/llava-1.5-7b-hf"),
 }
 
 

@@ -21,6 +21,20 @@ def _qwen_grid(inputs: dict[str, Any], config: Any) -> list[tuple[int, int]] | N
     return [(int(t) * int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
 
 
+def _llava_grid(inputs: dict[str, Any], config: Any) -> list[tuple[int, int]] | None:
+    """(rows, cols) of each image's LLM visual tokens: LLaVA's square patch grid (image_size / patch_size per side).
+
+    Only the "default" feature strategy drops CLIP's CLS token and leaves a pure grid. The images are counted
+    from the image tokens of the batch (every image gives the same number of tokens).
+    """
+    input_ids = inputs.get("input_ids")
+    if input_ids is None or config.vision_feature_select_strategy != "default":
+        return None
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    images = int((input_ids == config.image_token_id).sum()) // (side * side)
+    return [(side, side)] * images
+
+
 @dataclass(frozen=True)
 class DecoderArch:
     """How one model family is wired, as dotted attribute paths from the top-level model.
@@ -48,6 +62,9 @@ ARCHS: dict[str, DecoderArch] = {
     ),
     "qwen2_vl": DecoderArch(
         multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_qwen_grid
+    ),
+    "llava": DecoderArch(
+        multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_llava_grid
     ),
 }
 

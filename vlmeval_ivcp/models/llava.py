@@ -1,0 +1,55 @@
+"""LLaVA-1.5 (`LlavaForConditionalGeneration`, e.g. llava-hf/llava-1.5-7b-hf), loaded from a hub id or a local
+checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
+
+from .base import Message, PrunedVLM, split_message
+
+IMAGE_PLACEHOLDER = "<image>\n"
+# CLIP's vision tower prepends a CLS token; the processor counts it, then drops it under the "default" strategy.
+CLIP_EXTRA_TOKENS = 1
+
+
+def llava_chat_prompt(images: int, text: str) -> str:
+    """LLaVA-1.5's conversation format for one user turn: the images first, then the text, then the assistant cue."""
+    return f"USER: {IMAGE_PLACEHOLDER * images}{text} ASSISTANT:"
+
+
+class Llava(PrunedVLM):
+    """LLaVA-1.5 with optional pruning (576 visual tokens per 336-pixel image, a 24x24 grid).
+
+    Args: see `PrunedVLM`.
+    """
+
+    grounding_frame = "norm1"
+
+    def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
+        model = LlavaForConditionalGeneration.from_pretrained(
+            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer.padding_side = "left"
+        # Assembled by hand: the auto classes may pick the torchvision-backed image processor.
+        processor = LlavaProcessor(
+            CLIPImageProcessorPil.from_pretrained(model_path),
+            tokenizer,
+            patch_size=model.config.vision_config.patch_size,
+            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+            num_additional_image_tokens=CLIP_EXTRA_TOKENS,
+        )
+        return model, processor
+
+    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
+        image_paths, texts = split_message(message)
+        images = [Image.open(path).convert("RGB") for path in image_paths]
+        prompt = llava_chat_prompt(len(images), "\n".join(texts))
+        inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt").data
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
