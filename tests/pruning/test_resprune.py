@@ -128,7 +128,8 @@ def test_prompt_relevance_is_max_cosine_clipped_at_zero():
 
 
 def _context(hidden_states: torch.Tensor, visual_index: list[int], text_index: list[int], n_keep: int):
-    return make_context(hidden_states.shape[0], visual_index, n_keep, text_index=text_index, hidden_states=hidden_states)
+    seq_len = hidden_states.shape[0]
+    return make_context(seq_len, visual_index, n_keep, text_index=text_index, hidden_states=hidden_states)
 
 
 def test_select_keeps_the_prompt_relevant_directions():

@@ -18,7 +18,13 @@ from ..pruning import Pruner, prune
 
 Message = list[dict[str, str]]
 
-DTYPES = {"auto": "auto", "float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "auto": "auto",
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 @dataclass

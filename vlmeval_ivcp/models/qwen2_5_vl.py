@@ -59,7 +59,8 @@ class Qwen2_5_VL(PrunedVLM):
         return model, processor
 
     def pixel_budget(self, dataset: str | None) -> dict[str, int]:
-        return {"shortest_edge": DATASET_MIN_PIXELS.get(dataset or "", self.min_pixels), "longest_edge": self.max_pixels}
+        shortest = DATASET_MIN_PIXELS.get(dataset or "", self.min_pixels)
+        return {"shortest_edge": shortest, "longest_edge": self.max_pixels}
 
     def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
         image_paths, texts = split_message(message)
