@@ -7,6 +7,7 @@ Each builder writes a complete checkpoint folder (weights, config, tokenizer, im
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,20 @@ def byte_level_tokenizer(tokenizer_cls: type, special_tokens: tuple[str, ...], *
     tokenizer = tokenizer_cls(vocab=vocab, merges=[], unk_token=None, **kwargs)
     tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
     return tokenizer
+
+
+def _random_model(model_cls: type, config: Any, seed: int, vision_prefix: str, eos_id: int, pad_id: int):
+    """`model_cls(config)` with seeded random weights and greedy-decoding token ids set."""
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    # Random init gives near-uniform logits; larger weights make greedy decoding sensitive to every token kept.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 2 and vision_prefix not in name:
+                param.normal_(0.0, 0.1)
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = pad_id
+    return model
 
 
 def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
@@ -67,15 +82,8 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 4) 
         vision_start_token_id=token("<|vision_start|>"),
         vision_end_token_id=token("<|vision_end|>"),
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    # Random init gives near-uniform logits; larger weights make greedy decoding sensitive to every token kept.
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() == 2 and "visual" not in name:
-                param.normal_(0.0, 0.1)
-    model.generation_config.eos_token_id = token("<|im_end|>")
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = _random_model(Qwen2_5_VLForConditionalGeneration, config, seed, "visual", token("<|im_end|>"),
+                          tokenizer.pad_token_id)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28).save_pretrained(path)
@@ -133,15 +141,8 @@ def build_tiny_llava(path: str | Path, seed: int = 0, num_layers: int = 4) -> Pa
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
     )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    # Random init gives near-uniform logits; larger weights make greedy decoding sensitive to every token kept.
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() == 2 and "vision_tower" not in name:
-                param.normal_(0.0, 0.1)
-    model.generation_config.eos_token_id = token("</s>")
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = _random_model(LlavaForConditionalGeneration, config, seed, "vision_tower", token("</s>"),
+                          tokenizer.pad_token_id)
     model.save_pretrained(path)
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
     processor = LlavaProcessor(
