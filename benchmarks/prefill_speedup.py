@@ -39,7 +39,7 @@ from vlmeval_ivcp import prune
 from vlmeval_ivcp.evaluation.efficiency import flops_speedup, kv_cache_bytes, pruned_layer_lengths
 
 # The sibling benchmark: `python benchmarks/prefill_speedup.py` puts benchmarks/ first on sys.path.
-from selection_time import build_model, prefill_seconds, synthetic_inputs
+from selection_time import build_model, check_common_args, prefill_seconds, synthetic_inputs
 
 DEFAULT_METHODS = ("ivc_prune", "fastv", "random", "uniform", "divprune")
 DEFAULT_RATIOS = (1.0, 0.75, 0.5, 0.25)
@@ -114,12 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards per setting (the median is reported)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     args = parser.parse_args(argv)
-    if args.layers < 2:
-        parser.error(f"--layers must be >= 2 (in-LLM methods cut at a layer K >= 1), got {args.layers}")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    check_common_args(parser, args)
     bad_ratios = [ratio for ratio in args.ratios if not 0.0 < ratio <= 1.0]
     if bad_ratios:
         parser.error(f"--ratios must lie in (0, 1], got {bad_ratios}")

@@ -149,6 +149,16 @@ def _where(options: dict[str, Any]) -> str:
     return f"layer {options['layer']}" if "layer" in options else "before LLM"
 
 
+def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse the flags the benchmark scripts share (--layers, --repeats, --device) when they cannot work."""
+    if args.layers < 2:
+        parser.error(f"--layers must be >= 2 (in-LLM methods cut at a layer K >= 1), got {args.layers}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=4, help="decoder layers (the 7B model has 28)")
@@ -158,12 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the visual tokens kept")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
     args = parser.parse_args(argv)
-    if args.layers < 2:
-        parser.error(f"--layers must be >= 2 (in-LLM methods cut at a layer K >= 1), got {args.layers}")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    check_common_args(parser, args)
 
     model = build_model(args.layers, getattr(torch, args.dtype), args.device)
     inputs = synthetic_inputs(model, args.grid)
