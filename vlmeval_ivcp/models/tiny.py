@@ -22,6 +22,11 @@ QWEN_SPECIAL_TOKENS = (
 )
 
 
+# The decoder of every tiny family: hidden 64, 4 heads of 16 (2 KV heads), MLP 128.
+TINY_TEXT_WIDTHS = dict(
+    hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096
+)
+
 def byte_level_tokenizer(tokenizer_cls: type, special_tokens: tuple[str, ...], **kwargs):
     """A BPE tokenizer over the 256 byte symbols with no merges, plus the model's special tokens."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -63,12 +68,8 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 4) 
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
+            **TINY_TEXT_WIDTHS,
             num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
             eos_token_id=token("<|im_end|>"),
             pad_token_id=tokenizer.pad_token_id,
@@ -117,12 +118,8 @@ def build_tiny_llava(path: str | Path, seed: int = 0, num_layers: int = 4) -> Pa
         text_config=dict(
             model_type="llama",
             vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
+            **TINY_TEXT_WIDTHS,
             num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
             eos_token_id=token("</s>"),
             bos_token_id=token("<s>"),
             pad_token_id=tokenizer.pad_token_id,
