@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.reference import extend_inputs, kept_positions, reference_logits, reference_masks
+from support.reference import (
+    extend_inputs,
+    forward_decode_loop,
+    kept_positions,
+    reference_logits,
+    reference_masks,
+)
 from support.tiny import qwen_inputs, tiny_wrapper
 from transformers import LogitsProcessor
 
@@ -98,25 +104,12 @@ def test_cache_lengths_and_decode_positions(policy):
         )
         return seen, hook
 
-    def decode_loop(steps=3):
-        """A plain forward() loop: prefill, then one token at a time with the cache and no position ids."""
-        with torch.no_grad():
-            out = model(**inputs, use_cache=True)
-            cache, mask, logits = out.past_key_values, inputs["attention_mask"], [out.logits[:, -1]]
-            for _ in range(steps):
-                token = logits[-1].argmax(-1, keepdim=True)
-                mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-                out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                logits.append(out.logits[:, -1])
-        return torch.stack(logits, 1), cache
-
     base_positions, hook = record_positions()
     _generate(model, inputs)  # the unpruned run: generate() computes its own positions
     hook.remove()
     with prune(model, "random", ratio=0.5, layer=layer, cache_policy=policy) as pruner:
         positions, hook = record_positions()
-        loop_logits, cache = decode_loop()
+        loop_logits, cache = forward_decode_loop(model, inputs)
         hook.remove()
         generated = _generate(model, inputs)
     kept = prompt_len - 16 + 8  # 16 visual tokens per picture, half kept

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.reference import alive_per_layer, check_pruned_run, recording_pruner
+from support.reference import alive_per_layer, check_pruned_run, forward_decode_loop, recording_pruner
 from support.tiny import llava_inputs, picture, tiny_wrapper
 
 from vlmeval_ivcp import prune
@@ -102,26 +102,14 @@ def test_cache_lengths_and_decode_positions(policy):
         )
         return seen, hook
 
-    def decode_loop(steps=3):
-        """A plain forward() loop: prefill (at generate()'s positions), then one token at a time with the cache and
-        no position ids."""
-        with torch.no_grad():
-            out = model(**inputs, position_ids=_generate_positions(inputs["attention_mask"]), use_cache=True)
-            cache, mask, logits = out.past_key_values, inputs["attention_mask"], [out.logits[:, -1]]
-            for _ in range(steps):
-                token = logits[-1].argmax(-1, keepdim=True)
-                mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-                out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                logits.append(out.logits[:, -1])
-        return torch.stack(logits, 1), cache
-
     base_positions, hook = record_positions()
     _generate(model, inputs)  # the unpruned run: generate() computes its own positions
     hook.remove()
     with prune(model, "random", ratio=0.5, layer=LAYER, cache_policy=policy) as pruner:
         positions, hook = record_positions()
-        loop_logits, cache = decode_loop()
+        # The prefill runs at generate()'s positions (see docs/models/llava.md on left padding).
+        prefill_positions = _generate_positions(inputs["attention_mask"])
+        loop_logits, cache = forward_decode_loop(model, inputs, position_ids=prefill_positions)
         hook.remove()
         generated = _generate(model, inputs)
     kept = prompt_len - 16 + 8  # 16 visual tokens per picture, half kept

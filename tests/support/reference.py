@@ -150,3 +150,19 @@ def recording_pruner(model, method: str, **options) -> tuple[Pruner, list[Select
         return spec.select(ctx, config)
 
     return Pruner(model, make_config(method, **options), replace(spec, select=select)), seen
+
+
+def forward_decode_loop(model, inputs: dict, steps: int = 3, **prefill_kwargs) -> tuple[torch.Tensor, object]:
+    """A plain forward() loop: prefill (with `prefill_kwargs`), then one greedy token at a time with the cache, the
+    grown 2D mask and no position ids. Returns the last-position logits of every step `[B, steps + 1, V]` and the
+    cache."""
+    with torch.no_grad():
+        out = model(**inputs, **prefill_kwargs, use_cache=True)
+        cache, mask, logits = out.past_key_values, inputs["attention_mask"], [out.logits[:, -1]]
+        for _ in range(steps):
+            token = logits[-1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+            out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits.append(out.logits[:, -1])
+    return torch.stack(logits, 1), cache
