@@ -1,16 +1,11 @@
-"""The engine on the tiny Qwen2.5-VL: exactness against the unpruned model and against the masked reference."""
+"""The engine's API on the tiny Qwen2.5-VL: restoring the model, the published selection, and the refusals.
+
+Exactness on every family is in test_engine_families.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from support.reference import (
-    extend_inputs,
-    forward_decode_loop,
-    kept_positions,
-    reference_logits,
-    reference_masks,
-)
 from support.tiny import qwen_inputs, tiny_wrapper
 from transformers import LogitsProcessor
 
@@ -39,86 +34,6 @@ def _generate(model, inputs, **kwargs):
 def _forward(model, inputs):
     with torch.no_grad():
         return model(**inputs).logits
-
-
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(method="none"),
-        dict(method="random", ratio=1.0, layer=2),
-        dict(method="random", ratio=1.0, layer=0, scope="before_llm"),
-    ],
-)
-def test_keeping_everything_is_the_unpruned_model(attention, options):
-    model = tiny_wrapper(attention).model
-    inputs = qwen_inputs(tiny_wrapper(attention), QUESTIONS[2])
-    base_logits, base = _forward(model, inputs), _generate(model, inputs)
-    with prune(model, **options):
-        logits, out = _forward(model, inputs), _generate(model, inputs)
-    assert torch.equal(logits, base_logits)
-    assert torch.equal(out.sequences, base.sequences)
-
-
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-@pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize(
-    "policy,layer,scope", [("all", 2, "llm"), ("after", 2, "llm"), ("all", 3, "llm"), ("all", 0, "before_llm")]
-)
-def test_pruned_logits_equal_the_masked_reference(attention, batch, policy, layer, scope):
-    wrapper = tiny_wrapper(attention)
-    model = wrapper.model
-    inputs = qwen_inputs(wrapper, QUESTIONS[batch])
-    with prune(model, "random", ratio=0.5, layer=layer, scope=scope, cache_policy=policy, seed=3) as pruner:
-        prefill = _forward(model, inputs)
-        out = _generate(model, inputs)
-    prompt_len = inputs["input_ids"].shape[1]
-    keep = kept_positions(inputs["input_ids"], model.config.image_token_id, pruner.last.kept)
-    generated = out.sequences[:, prompt_len:]
-    full = extend_inputs(inputs, generated)
-    masks = reference_masks(
-        full["attention_mask"], prompt_len, keep, layer, policy, len(model.model.language_model.layers)
-    )
-    reference = reference_logits(model, full, masks, attention)
-
-    real = torch.gather(inputs["attention_mask"], 1, keep).bool()
-    expected_prefill = torch.gather(reference, 1, keep[..., None].expand(-1, -1, reference.shape[-1]))
-    assert (prefill - expected_prefill)[real].abs().max() <= 1e-5
-    for step, step_logits in enumerate(out.logits):
-        assert (step_logits - reference[:, prompt_len - 1 + step]).abs().max() <= 1e-5
-    # cached greedy decoding equals uncached recomputation token for token
-    assert torch.equal(generated, reference[:, prompt_len - 1 : -1].argmax(-1))
-
-
-@pytest.mark.parametrize("policy", ["all", "after"])
-def test_cache_lengths_and_decode_positions(policy):
-    wrapper = tiny_wrapper("sdpa")
-    model = wrapper.model
-    inputs = qwen_inputs(wrapper, QUESTIONS[2])
-    prompt_len, n_layers, layer = inputs["input_ids"].shape[1], len(model.model.language_model.layers), 2
-
-    def record_positions():
-        seen = []
-        hook = model.model.language_model.register_forward_pre_hook(
-            lambda m, a, kw: seen.append(kw["position_ids"][-3:].clone()), with_kwargs=True
-        )
-        return seen, hook
-
-    base_positions, hook = record_positions()
-    _generate(model, inputs)  # the unpruned run: generate() computes its own positions
-    hook.remove()
-    with prune(model, "random", ratio=0.5, layer=layer, cache_policy=policy) as pruner:
-        positions, hook = record_positions()
-        loop_logits, cache = forward_decode_loop(model, inputs)
-        hook.remove()
-        generated = _generate(model, inputs)
-    kept = prompt_len - 16 + 8  # 16 visual tokens per picture, half kept
-    expected = [kept] * n_layers if policy == "all" else [prompt_len] * layer + [kept] * (n_layers - layer)
-    assert pruner.last.cache_lengths == expected
-    assert [layer_cache.keys.shape[2] - 3 for layer_cache in cache.layers] == expected  # 3 decoded tokens
-    for got, want in zip(positions[1:], base_positions[1:4]):
-        assert torch.equal(got, want)
-    torch.testing.assert_close(loop_logits, torch.stack(generated.logits[:4], 1), atol=1e-5, rtol=0)
 
 
 def test_removing_restores_the_model_exactly_even_after_generate_raised():
@@ -230,3 +145,29 @@ def test_flex_attention_is_refused():
     model.config.text_config._attn_implementation = "flex_attention"
     with pytest.raises(ValueError, match="'flex_attention' is not supported"):
         prune(model, "random")
+
+
+def test_the_attention_tap_leaves_the_shared_config_in_place_even_after_a_failure():
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[1])
+    text_config = model.config.text_config
+    attention = model.model.language_model.layers[1].self_attn  # the layer before the cut: its states are read
+
+    def fail(module, args):
+        raise RuntimeError("failed inside attention")
+
+    with prune(model, "fastv", ratio=0.5, layer=2):
+        _forward(model, inputs)
+        assert attention.config is text_config
+        handle = attention.o_proj.register_forward_pre_hook(fail)
+        with pytest.raises(RuntimeError, match="failed inside attention"):
+            _forward(model, inputs)
+        handle.remove()
+        _forward(model, inputs)  # the next prefill recovers
+        assert attention.config is text_config
+        attention.o_proj.register_forward_pre_hook(fail)
+        with pytest.raises(RuntimeError):
+            _forward(model, inputs)
+        attention.o_proj._forward_pre_hooks.clear()
+    assert attention.config is text_config and not hasattr(attention, "_vlmeval_ivcp_tap")

@@ -10,6 +10,9 @@ import torch
 from vlmeval_ivcp.pruning import Pruner, Selection, SelectionContext, get_method, make_config
 from vlmeval_ivcp.pruning.arch import arch_for, get_submodule
 
+# Config attributes of the token ids that open or fill an image or video span, in any family.
+PLACEHOLDER_IDS = ("image_token_id", "video_token_id", "vision_start_token_id")
+
 
 def kept_positions(input_ids: torch.Tensor, image_token_id: int, kept_visual: list[torch.Tensor]) -> torch.Tensor:
     """Prompt positions alive after pruning `[B, n]`: every non-image token plus the kept image tokens."""
@@ -112,7 +115,7 @@ def extend_inputs(inputs: dict, generated: torch.Tensor) -> dict:
 def greedy_generate(model, inputs: dict, new_tokens: int, **kwargs):
     """Greedy `generate()` returning per-step logits. Image placeholders are suppressed: an uncached re-run of the
     output would read them as image tokens."""
-    special = [model.config.image_token_id, model.config.video_token_id, model.config.vision_start_token_id]
+    special = [getattr(model.config, name) for name in PLACEHOLDER_IDS if getattr(model.config, name, None)]
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                               suppress_tokens=special, return_dict_in_generate=True, output_logits=True, **kwargs)

@@ -1,19 +1,28 @@
-"""Tiny checkpoints and inputs shared by the tests (built once per test session)."""
+"""Tiny checkpoints and inputs shared by the tests (built once per test session), for every model family."""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib import import_module
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from vlmeval_ivcp.models.base import PrunedVLM
-from vlmeval_ivcp.models.llava import Llava, llava_chat_prompt
-from vlmeval_ivcp.models.qwen2_5_vl import Qwen2_5_VL, qwen_chat_prompt
 from vlmeval_ivcp.models.tiny import tiny_checkpoint
 
 TINY_ROOT = Path(__file__).resolve().parents[2] / ".make" / "tiny-models"
+
+# family -> (adapter module:class, constructor options of the tiny checkpoint)
+ADAPTERS = {
+    "qwen2_5_vl": ("qwen2_5_vl:Qwen2_5_VL", dict(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)),
+    "llava": ("llava:Llava", {}),
+    "llava_next": ("llava_next:LlavaNext", {}),
+    "internvl": ("internvl:InternVL", {}),
+    "deepseek_vl2": ("deepseek_vl2.adapter:DeepseekVL2", {}),
+}
+FAMILIES = tuple(ADAPTERS)
 
 
 @lru_cache(maxsize=None)
@@ -24,10 +33,10 @@ def tiny_path(family: str = "qwen2_5_vl") -> Path:
 @lru_cache(maxsize=None)
 def tiny_wrapper(attn: str = "sdpa", dtype: str = "float32", family: str = "qwen2_5_vl") -> PrunedVLM:
     """The unpruned tiny wrapper of `family` (tests attach pruners to `.model` themselves and must remove them)."""
-    if family == "llava":
-        return Llava(str(tiny_path(family)), attn_implementation=attn, dtype=dtype, max_new_tokens=8)
-    return Qwen2_5_VL(str(tiny_path(family)), attn_implementation=attn, dtype=dtype, min_pixels=4 * 28 * 28,
-                      max_pixels=64 * 28 * 28, max_new_tokens=8)
+    target, options = ADAPTERS[family]
+    module, name = target.split(":")
+    cls = getattr(import_module(f"vlmeval_ivcp.models.{module}"), name)
+    return cls(str(tiny_path(family)), attn_implementation=attn, dtype=dtype, max_new_tokens=8, **options)
 
 
 def picture(seed: int, size: tuple[int, int] = (112, 112)) -> Image.Image:
@@ -36,20 +45,28 @@ def picture(seed: int, size: tuple[int, int] = (112, 112)) -> Image.Image:
     return Image.fromarray(pixels.numpy())
 
 
-def qwen_inputs(wrapper: Qwen2_5_VL, questions: list[str], seed: int = 0) -> dict[str, torch.Tensor]:
-    """A (left-padded) batch: one random 112x112 picture per question (16 visual tokens each)."""
-    prompts = [qwen_chat_prompt(1, question) for question in questions]
-    images = [picture(seed + index) for index in range(len(questions))]
-    inputs = wrapper.processor(text=prompts, images=images, size=wrapper.pixel_budget(None), padding=True,
-                               return_tensors="pt").data
-    inputs["pixel_values"] = inputs["pixel_values"].to(wrapper.model.dtype)
-    return inputs
+def family_inputs(
+    wrapper: PrunedVLM, questions: list[str], seed: int = 0, sizes: list[tuple[int, int]] | None = None
+) -> tuple[dict[str, torch.Tensor], list | None]:
+    """A (left-padded) batch in the family's chat format: per question, one random picture of each size in `sizes`
+    (default one 112x112 picture). Returns the model inputs and the image layouts (or None)."""
+    sizes = sizes or [(112, 112)]
+    prompts = [wrapper.chat_prompt(len(sizes), question) for question in questions]
+    pictures = [
+        picture(seed + row * len(sizes) + index, size)
+        for row in range(len(questions))
+        for index, size in enumerate(sizes)
+    ]
+    inputs = wrapper.encode(prompts, pictures)
+    layouts = inputs.pop("image_layouts", None)
+    return inputs, layouts
 
 
-def llava_inputs(wrapper: Llava, questions: list[str], seed: int = 0) -> dict[str, torch.Tensor]:
-    """A (left-padded) batch: one random 112x112 picture per question (resized to 56x56: 16 visual tokens each)."""
-    prompts = [llava_chat_prompt(1, question) for question in questions]
-    images = [picture(seed + index) for index in range(len(questions))]
-    inputs = wrapper.processor(text=prompts, images=images, padding=True, return_tensors="pt").data
-    inputs["pixel_values"] = inputs["pixel_values"].to(wrapper.model.dtype)
-    return inputs
+def qwen_inputs(wrapper: PrunedVLM, questions: list[str], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Qwen2.5-VL: one random 112x112 picture per question (16 visual tokens each)."""
+    return family_inputs(wrapper, questions, seed)[0]
+
+
+def llava_inputs(wrapper: PrunedVLM, questions: list[str], seed: int = 0) -> dict[str, torch.Tensor]:
+    """LLaVA-1.5: one random 112x112 picture per question (resized to 56x56: 16 visual tokens each)."""
+    return family_inputs(wrapper, questions, seed)[0]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..evaluation.efficiency import FirstTokenTimer, kv_cache_bytes, prefill_flops, pruned_layer_lengths
 from ..pruning import Pruner, prune
@@ -119,8 +120,22 @@ class PrunedVLM(ABC):
         """Load (model, processor) with `from_pretrained`."""
 
     @abstractmethod
-    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
-        """Turn one VLMEvalKit message into model inputs (the family's chat format)."""
+    def chat_prompt(self, images: int, text: str) -> str:
+        """The family's chat format for one user turn holding `images` images and `text`."""
+
+    @abstractmethod
+    def encode(self, prompts: list[str], images: list[Image.Image], dataset: str | None = None) -> dict[str, Any]:
+        """Processor outputs for a batch of prompts (left-padded), pixel values in the model's dtype.
+
+        The dict may also hold `"image_layouts"`: per prompt, the `ImageLayout` of each of its images, for families
+        whose forward inputs do not carry the tiling (the engine's layout-aware methods read it).
+        """
+
+    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, Any]:
+        """Turn one VLMEvalKit message into model inputs (the family's chat format, images first)."""
+        image_paths, texts = split_message(message)
+        images = [Image.open(path).convert("RGB") for path in image_paths]
+        return self.encode([self.chat_prompt(len(images), "\n".join(texts))], images, dataset)
 
     def decode(self, token_ids: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
@@ -132,6 +147,9 @@ class PrunedVLM(ABC):
     @torch.inference_mode()
     def generate(self, message: Message, dataset: str | None = None) -> str:
         inputs = self.build_inputs(message, dataset)
+        layouts = inputs.pop("image_layouts", None)
+        if self.pruner is not None:
+            self.pruner.set_image_layouts(layouts)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         prompt_len = inputs["input_ids"].shape[1]
         prefill_kv: list[int] = []

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
 
-from .base import Message, PrunedVLM, split_message
+from .base import PrunedVLM
 
 IMAGE_PLACEHOLDER = "<image>\n"
 # CLIP's vision tower prepends a CLS token; the processor counts it, then drops it under the "default" strategy.
@@ -45,11 +44,11 @@ class Llava(PrunedVLM):
         )
         return model, processor
 
-    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
-        image_paths, texts = split_message(message)
-        images = [Image.open(path).convert("RGB") for path in image_paths]
-        prompt = llava_chat_prompt(len(images), "\n".join(texts))
-        inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt").data
+    def chat_prompt(self, images: int, text: str) -> str:
+        return llava_chat_prompt(images, text)
+
+    def encode(self, prompts: list[str], images: list[Image.Image], dataset: str | None = None) -> dict[str, Any]:
+        inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt").data
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs

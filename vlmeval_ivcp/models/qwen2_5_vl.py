@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from PIL import Image
 from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from .base import Message, PrunedVLM, split_message
+from .base import PrunedVLM
 
 # VLMEvalKit's pixel budgets for Qwen2.5-VL (OCRBench forces a larger minimum).
 MIN_PIXELS = 1280 * 28 * 28
@@ -62,10 +61,13 @@ class Qwen2_5_VL(PrunedVLM):
         shortest = DATASET_MIN_PIXELS.get(dataset or "", self.min_pixels)
         return {"shortest_edge": shortest, "longest_edge": self.max_pixels}
 
-    def build_inputs(self, message: Message, dataset: str | None) -> dict[str, torch.Tensor]:
-        image_paths, texts = split_message(message)
-        images = [Image.open(path).convert("RGB") for path in image_paths]
-        prompt = qwen_chat_prompt(len(images), "\n".join(texts))
-        return self.processor(
-            text=[prompt], images=images or None, size=self.pixel_budget(dataset), return_tensors="pt"
+    def chat_prompt(self, images: int, text: str) -> str:
+        return qwen_chat_prompt(images, text)
+
+    def encode(self, prompts: list[str], images: list[Image.Image], dataset: str | None = None) -> dict[str, Any]:
+        inputs = self.processor(
+            text=prompts, images=images or None, size=self.pixel_budget(dataset), padding=True, return_tensors="pt"
         ).data
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import torch
 from torch import nn
 
 from .context import RopeSpec
+from .layout import ImageLayout
 
 
-def _qwen_grid(inputs: dict[str, Any], config: Any) -> list[tuple[int, int]] | None:
-    """(rows, cols) of the LLM visual tokens of each image, from Qwen's `image_grid_thw` (patches before merging)."""
+def _qwen_layouts(inputs: dict[str, Any], config: Any) -> list[ImageLayout] | None:
+    """One grid per image (LLM visual tokens, after merging), from Qwen's `image_grid_thw`."""
     grid_thw = inputs.get("image_grid_thw")
     if grid_thw is None:
         return None
     merge = config.vision_config.spatial_merge_size
-    return [(int(t) * int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
+    return [ImageLayout.grid(int(t) * int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
 
 
-def _llava_grid(inputs: dict[str, Any], config: Any) -> list[tuple[int, int]] | None:
-    """(rows, cols) of each image's LLM visual tokens: LLaVA's square patch grid (image_size / patch_size per side).
+def _llava_layouts(inputs: dict[str, Any], config: Any) -> list[ImageLayout] | None:
+    """LLaVA's square patch grid (image_size / patch_size per side) for each image of the batch.
 
     Only the "default" feature strategy drops CLIP's CLS token and leaves a pure grid. The images are counted
     from the image tokens of the batch (every image gives the same number of tokens).
@@ -32,7 +33,7 @@ def _llava_grid(inputs: dict[str, Any], config: Any) -> list[tuple[int, int]] | 
         return None
     side = config.vision_config.image_size // config.vision_config.patch_size
     images = int((input_ids == config.image_token_id).sum()) // (side * side)
-    return [(side, side)] * images
+    return [ImageLayout.grid(side, side)] * images
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class DecoderArch:
         layers (`str`): the `ModuleList` of decoder layers.
         text_config (`str`): attribute of the top config holding the decoder's config.
         image_token_attr (`str`): config attribute with the image placeholder token id.
-        grid (`Callable` or `None`): `(forward kwargs, config) -> [(rows, cols)] per image`, when images are grids.
+        layouts (`Callable` or `None`): `(forward kwargs, config) -> [ImageLayout]`, one per image of the batch in
+            order, when the forward inputs say how the images are laid out.
     """
 
     multimodal: str
@@ -53,19 +55,24 @@ class DecoderArch:
     layers: str
     text_config: str = "text_config"
     image_token_attr: str = "image_token_id"
-    grid: Callable[[dict[str, Any], Any], list[tuple[int, int]] | None] | None = None
+    layouts: Callable[[dict[str, Any], Any], list[ImageLayout] | None] | None = None
 
+
+# Every supported family nests its decoder the same way: `model` (multimodal) -> `model.language_model` (decoder).
+_LLAVA_STYLE_PATHS = partial(
+    DecoderArch, multimodal="model", text_model="model.language_model", layers="model.language_model.layers"
+)
 
 ARCHS: dict[str, DecoderArch] = {
-    "qwen2_5_vl": DecoderArch(
-        multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_qwen_grid
-    ),
-    "qwen2_vl": DecoderArch(
-        multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_qwen_grid
-    ),
-    "llava": DecoderArch(
-        multimodal="model", text_model="model.language_model", layers="model.language_model.layers", grid=_llava_grid
-    ),
+    "qwen2_5_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts),
+    "qwen2_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts),
+    "llava": _LLAVA_STYLE_PATHS(layouts=_llava_layouts),
+    # Anyres tiles with newline tokens: no single grid.
+    "llava_next": _LLAVA_STYLE_PATHS(),
+    # Tiles and a thumbnail: the wrapper passes the tiling (`Pruner.set_image_layouts`).
+    "internvl": _LLAVA_STYLE_PATHS(),
+    # Assembled in vlmeval_ivcp.models.deepseek_vl2 (transformers has no class); its wrapper passes the views.
+    "deepseek_vl_v2": _LLAVA_STYLE_PATHS(),
 }
 
 
@@ -91,17 +98,9 @@ def rope_spec(text_config: Any) -> RopeSpec:
     if theta is None:
         raise ValueError(f"cannot find rope_theta in {type(text_config).__name__}")
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
-    rotary_dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
+    # Multi-head Latent Attention (DeepSeek-V2) rotates only its `qk_rope_head_dim` dims of each head.
+    rotary_dim = getattr(text_config, "qk_rope_head_dim", None) or int(
+        head_dim * params.get("partial_rotary_factor", 1.0)
+    )
     section = params.get("mrope_section")
     return RopeSpec(theta=float(theta), rotary_dim=rotary_dim, mrope_section=tuple(section) if section else None)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply the rotary embedding the way Llama-family attention does (`x*cos + rotate_half(x)*sin`).
-
-    Args:
-        x (`Tensor [B, H, S, d]`), cos/sin (`Tensor [B, S, d]`).
-    """
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)

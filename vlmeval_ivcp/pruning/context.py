@@ -1,7 +1,8 @@
 """What a pruning method may read, and what it returns.
 
-A method sees one sample at one cut. Every tensor here is for that sample alone (no batch dimension), on the
-model's device; sequence indices refer to the sequence *as it enters the cut* (for a first cut, the prompt).
+A method sees one image of one sample at one cut (each image of a prompt is pruned with its own budget). Every tensor
+here is for that sample alone (no batch dimension), on the model's device; sequence indices refer to the sequence *as
+it enters the cut* (for a first cut, the prompt).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from .layout import ImageLayout
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class SelectionContext:
     Args:
         n_keep (`int`): how many visual tokens the method must keep (the engine derives it from the ratio);
             a method may keep fewer only where its config says so (e.g. IVC-Prune's "no fill" rule).
-        visual_index (`LongTensor [L]`): positions of the visual tokens in the sequence, ascending.
+        visual_index (`LongTensor [L]`): positions of the image's visual tokens in the sequence, ascending.
         query_index (`LongTensor [Q]`): positions of every prompt token after the last visual token (the text
             query, chat-template tail included); may be empty. Methods apply their own offsets.
         text_index (`LongTensor [T]`): positions of every prompt token that is neither visual nor padding.
@@ -49,6 +52,8 @@ class SelectionContext:
             last prompt token and all keys (grouped-query heads expanded) of the layer before the cut, for
             attention-scored methods; `scaling` is the attention's softmax scale.
         key_mask (`BoolTensor [S]`): True for real tokens, False for padding.
+        layout (`ImageLayout` or `None`): how the image's tokens are laid out (views, tiles, separators), when the
+            model says so and every token of the image is still alive.
         grid (`tuple[int, int]` or `None`): (rows, cols) of the visual tokens, when they form one grid.
         seed (`int`): seed for methods that draw at random.
     """
@@ -65,6 +70,7 @@ class SelectionContext:
     queries: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     scaling: float | None = None
+    layout: ImageLayout | None = None
     grid: tuple[int, int] | None = None
     seed: int = 0
 

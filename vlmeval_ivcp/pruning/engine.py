@@ -18,6 +18,7 @@ Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,17 +26,13 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from .arch import arch_for, get_submodule, rope_spec, rotate
+from .arch import arch_for, get_submodule, rope_spec
+from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
 from .context import Selection, SelectionContext
-from .gather import (
-    decode_columns,
-    gather_mask,
-    gather_positions,
-    gather_seq,
-    grid_from_positions,
-    position_in,
-)
+from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
+from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
+from .layout import ImageLayout
 from .registry import MethodSpec, get_method, make_config, method_of_config
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -70,7 +67,8 @@ class _PromptState:
     prompt_len: int
     visual_mask: torch.Tensor  # [B, S] bool
     real_mask: torch.Tensor  # [B, S] bool, False at padding
-    grids: list[tuple[int, int] | None] | None  # per image from the arch, or per sample from M-RoPE positions
+    image_of: torch.Tensor  # [B, S] image ordinal of each visual token, -1 elsewhere
+    layouts: Layouts | None  # per sample, per image
     record: PrefillRecord
     rope_positions: torch.Tensor | None = None  # [A, B, S]
     base_keep: torch.Tensor | None = None  # [B, n] prompt positions the text model ran on
@@ -108,6 +106,8 @@ class Pruner:
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
         self._state: _PromptState | None = None
+        self._pending_layouts: Sequence[Sequence[ImageLayout]] | None = None
+        self._taps: list[AttentionTap] = []
         self.last: PrefillRecord | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         try:
@@ -142,21 +142,27 @@ class Pruner:
         hook(self._text_model.register_forward_hook(self._after_text_model, with_kwargs=True))
         for index, layer in enumerate(self._layers):
             hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
-        for cut in self._cut_at.values():
-            attention = self._layers[cut.layer - 1].self_attn
-            if "values" in self.method.needs:
-                hook(attention.v_proj.register_forward_hook(self._capture_values))
-            if "attention" in self.method.needs:
-                hook(attention.register_forward_pre_hook(self._capture_query_keys, with_kwargs=True))
+        if self.method.needs & {"values", "attention"}:
+            self._taps = [
+                AttentionTap(self._layers[cut.layer - 1].self_attn, self._capture) for cut in self._cut_at.values()
+            ]
 
     def remove(self) -> None:
         """Remove every hook and forget all state: the model behaves exactly as before `prune`."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for tap in self._taps:
+            tap.remove()
+        self._taps.clear()
         self._state = None
         if getattr(self.model, _MARKER, None) is self:
             delattr(self.model, _MARKER)
+
+    def set_image_layouts(self, layouts: Sequence[Sequence[ImageLayout]] | None) -> None:
+        """Give the layouts of the next prefill's images (per prompt, one per image) when the model's forward inputs
+        do not carry them (InternVL's tiles, DeepSeek-VL2's views); layout-aware methods read them. Used once."""
+        self._pending_layouts = layouts
 
     def __enter__(self) -> Pruner:
         return self
@@ -189,10 +195,23 @@ class Pruner:
         attention_mask = kwargs.get("attention_mask")
         real = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
         real = torch.ones_like(visual_mask) if real is None else real
-        grids = self._arch.grid(kwargs, self.model.config) if self._arch.grid is not None else None
-        record = PrefillRecord(n_visual=visual_mask.sum(dim=1).tolist())
-        self._state = _PromptState(input_ids.shape[1], visual_mask, real, grids, record)
+        counts = visual_mask.sum(dim=1).tolist()
+        layouts = self._layouts(kwargs, counts)
+        image_of = torch.stack(
+            [image_ordinals(visual_mask[row], layouts[row] if layouts else None) for row in range(len(counts))]
+        )
+        self._state = _PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, PrefillRecord(counts))
+        for tap in self._taps:
+            tap.armed = True
         return None
+
+    def _layouts(self, kwargs: dict, counts: list[int]) -> Layouts | None:
+        """The images' layouts: given by the wrapper for this prefill, else read by the arch from the inputs."""
+        pending, self._pending_layouts = self._pending_layouts, None
+        if pending is not None:
+            return check_layouts(pending, counts)
+        flat = self._arch.layouts(kwargs, self.model.config) if self._arch.layouts is not None else None
+        return split_layouts(flat, counts) if flat is not None else None
 
     def _check_decode(self, cache: Any, input_ids: torch.Tensor | None, args: tuple, kwargs: dict):
         state = self._state
@@ -227,11 +246,11 @@ class Pruner:
             return args, self._decode_text_kwargs(state, kwargs)
         embeds = kwargs["inputs_embeds"]
         state.rope_positions = _rope_rows(kwargs.get("position_ids"), embeds.shape[0], embeds.shape[1], embeds.device)
-        if state.grids is None and self._rope.mrope_section is not None:
+        if state.layouts is None and self._rope.mrope_section is not None:
             # generate() encodes the images before prefill and drops `image_grid_thw` from the forward's kwargs, so
             # the arch finds no grid there; the M-RoPE (t, h, w) rows of the visual tokens still lay it out.
-            state.grids = [
-                grid_from_positions(state.rope_positions[:, row, state.visual_mask[row].to(embeds.device)])
+            state.layouts = [
+                layouts_from_positions(state.rope_positions[:, row], state.image_of[row])
                 for row in range(embeds.shape[0])
             ]
         full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
@@ -298,9 +317,11 @@ class Pruner:
         """The layer inputs that depend on the sequence, restricted to the tokens alive now."""
         rel = position_in(state.keep, state.base_keep)
         gathered: dict[str, Any] = {}
-        if kwargs.get("position_embeddings") is not None:
-            cos, sin = kwargs["position_embeddings"]
-            gathered["position_embeddings"] = (gather_seq(cos, rel), gather_seq(sin, rel))
+        tables = kwargs.get("position_embeddings")
+        if isinstance(tables, tuple):  # (cos, sin)
+            gathered["position_embeddings"] = tuple(gather_seq(table, rel) for table in tables)
+        elif tables is not None:  # one complex table (DeepSeek-V2)
+            gathered["position_embeddings"] = gather_seq(tables, rel)
         if kwargs.get("position_ids") is not None:
             # FlashAttention reads gaps in position_ids as packed sequences; RoPE already sits in the tables.
             gathered["position_ids"] = None if self._attention == "flash_attention_2" else gather_seq(
@@ -355,6 +376,8 @@ class Pruner:
             for layer_keep in held
         ]
         state.stage_kwargs = None
+        for tap in self._taps:
+            tap.armed = False
         ordinal = state.visual_mask.long().cumsum(dim=1) - 1
         state.record.kept = [ordinal[row, final[row][state.visual_mask[row, final[row]]]] for row in range(len(final))]
         state.record.cache_lengths = [layer_keep.shape[1] for layer_keep in held]
@@ -363,57 +386,39 @@ class Pruner:
             self._state = None  # no cache: the next forward is a fresh prefill
 
     # ------------------------------------------------------------------ capture
-    def _capture_values(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _capture(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> None:
+        """Keep what the method reads from the attention of the layer before a cut (grouped heads expanded)."""
         state = self._state
         if state is None or state.held is not None:
             return
-        start = _clock(output)
-        attention = self._layers[0].self_attn
-        head_dim = attention.head_dim
-        batch, seq, _ = output.shape
-        values = output.view(batch, seq, -1, head_dim).transpose(1, 2)
-        state.captured["values"] = values.repeat_interleave(attention.num_key_value_groups, dim=1)
-        # Capturing is work the unpruned model does not do: it counts as selection time.
-        state.record.select_seconds += _clock(output) - start
-
-    def _capture_query_keys(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        state = self._state
-        if state is None or state.held is not None:
-            return
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        start = _clock(hidden)
-        cos, sin = kwargs["position_embeddings"]
-        batch, seq, _ = hidden.shape
-        head_dim = module.head_dim
-        query = module.q_proj(hidden[:, -1:]).view(batch, 1, -1, head_dim).transpose(1, 2)
-        keys = module.k_proj(hidden).view(batch, seq, -1, head_dim).transpose(1, 2)
-        query = rotate(query, cos[:, -1:].expand(batch, -1, -1), sin[:, -1:].expand(batch, -1, -1))
-        keys = rotate(keys, cos.expand(batch, -1, -1), sin.expand(batch, -1, -1))
-        state.captured["queries"] = query
-        state.captured["keys"] = keys.repeat_interleave(module.num_key_value_groups, dim=1)
-        state.captured["scaling"] = torch.tensor(module.scaling)
-        # Recomputing the query and keys is scoring work the unpruned model does not do: it counts as selection time.
-        state.record.select_seconds += _clock(hidden) - start
+        start = _clock(query)
+        n_heads = query.shape[1]
+        if "values" in self.method.needs:
+            state.captured["values"] = expand_heads(value, n_heads)
+        if "attention" in self.method.needs:
+            state.captured["queries"] = query[:, :, -1:]
+            state.captured["keys"] = expand_heads(key, n_heads)
+            state.captured["scaling"] = torch.tensor(scaling)
+        # Keeping copies of the states is work the unpruned model does not do: it counts as selection time.
+        state.record.select_seconds += _clock(query) - start
 
     # ------------------------------------------------------------------ selection
     def _select(self, state: _PromptState, cut: Cut, hidden: torch.Tensor, captured: dict) -> torch.Tensor:
         """Choose the kept tokens of every sample at `cut`; returns their positions in the current sequence."""
         start = _clock(hidden)
         keep = state.keep  # [B, n] prompt positions alive now
-        visual = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device))
-        real = torch.gather(state.real_mask.to(keep.device), 1, keep)
+        visual = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device)).to(hidden.device)
+        image_of = torch.gather(state.image_of.to(keep.device), 1, keep).to(hidden.device)
+        real = torch.gather(state.real_mask.to(keep.device), 1, keep).to(hidden.device)
         positions = gather_positions(state.rope_positions, keep)
         rows, selections = [], []
         for row in range(keep.shape[0]):
-            visual_index = visual[row].nonzero().flatten().to(hidden.device)
-            n_visual = visual_index.numel()
-            after = torch.arange(int(visual_index[-1]) + 1, keep.shape[1], device=hidden.device)
-            ctx = SelectionContext(
-                n_keep=max(1, round(cut.ratio * n_visual)),
-                visual_index=visual_index,
-                query_index=after,
-                text_index=(~visual[row] & real[row]).nonzero().flatten().to(hidden.device),
-                key_mask=real[row].to(hidden.device),
+            visual_index = visual[row].nonzero().flatten()
+            # Every image is its own span with its own budget; the text query is what follows the last image.
+            sample = dict(
+                query_index=torch.arange(int(visual_index[-1]) + 1, keep.shape[1], device=hidden.device),
+                text_index=(~visual[row] & real[row]).nonzero().flatten(),
+                key_mask=real[row],
                 position_ids=positions[:, row],
                 rope=self._rope,
                 hidden_states=hidden[row] if "hidden_states" in self.method.needs or cut.layer == 0 else None,
@@ -421,15 +426,25 @@ class Pruner:
                 queries=captured["queries"][row] if "queries" in captured else None,
                 keys=captured["keys"][row] if "keys" in captured else None,
                 scaling=float(captured["scaling"]) if "scaling" in captured else None,
-                grid=_whole_grid(state.grids, row, keep.shape[0], n_visual),
                 seed=self.config.seed,
             )
-            selection = self.method.select(ctx, self.config)
-            _check_selection(selection, ctx, self.method.name)
-            kept_visual = torch.zeros(n_visual, dtype=torch.bool, device=hidden.device)
-            kept_visual[selection.keep.to(hidden.device)] = True
-            alive = ~visual[row].to(hidden.device)
-            alive[visual_index[kept_visual]] = True
+            parts = []
+            for image in range(int(image_of[row].max()) + 1):
+                image_index = (image_of[row] == image).nonzero().flatten()
+                layout = _intact_layout(state.layouts, row, image, image_index.numel())
+                ctx = SelectionContext(
+                    n_keep=max(1, round(cut.ratio * image_index.numel())),
+                    visual_index=image_index,
+                    layout=layout,
+                    grid=layout.view_grid() if layout is not None else None,
+                    **sample,
+                )
+                selection = self.method.select(ctx, self.config)
+                _check_selection(selection, ctx, self.method.name)
+                parts.append((ctx, selection))
+            selection = _merge(parts)
+            alive = ~visual[row]
+            alive[visual_index[selection.keep.to(hidden.device)]] = True
             rows.append(alive.nonzero().flatten())
             selections.append(selection)
         counts = sorted({len(r) for r in rows})
@@ -446,18 +461,24 @@ class Pruner:
         return rel
 
 
-def _whole_grid(
-    grids: list[tuple[int, int] | None] | None, row: int, batch: int, n_visual: int
-) -> tuple[int, int] | None:
-    """The grid of sample `row` when it holds exactly the visual tokens at this cut.
-
-    One grid per sample is needed (several images per prompt give no grid), and after an earlier cut the survivors
-    no longer form the image's grid, so a grid whose size differs from `n_visual` is not passed on.
-    """
-    if grids is None or len(grids) != batch or grids[row] is None:
+def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:
+    """The image's layout while all its tokens are alive (after an earlier cut the survivors no longer fit it)."""
+    if layouts is None or image >= len(layouts[row]):
         return None
-    rows, cols = grids[row]
-    return grids[row] if rows * cols == n_visual else None
+    layout = layouts[row][image]
+    return layout if layout is not None and layout.n_tokens == n_tokens else None
+
+
+def _merge(parts: list[tuple[SelectionContext, Selection]]) -> Selection:
+    """One sample's selection from its images' (indices shifted from each image's tokens to the sample's)."""
+    keeps, named, offset = [], {}, 0
+    for ctx, selection in parts:
+        device = selection.keep.device
+        keeps.append(selection.keep + offset)
+        for name, part in selection.parts.items():
+            named.setdefault(name, []).append(part.to(device) + offset)
+        offset += ctx.n_visual
+    return Selection(torch.cat(keeps), {name: torch.cat(values) for name, values in named.items()})
 
 
 def _check_selection(selection: Selection, ctx: SelectionContext, name: str) -> None:

@@ -1,0 +1,56 @@
+"""Tiny random-weight checkpoints built from the real configs, for tests and the demo (no download).
+
+Each builder writes a complete checkpoint folder (weights, config, tokenizer, image processor) with
+`save_pretrained`, so it loads back through the same `from_pretrained` path as a user's real checkpoint.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# The decoder of every tiny family: hidden 64, 4 heads of 16 (2 KV heads), MLP 128.
+TINY_TEXT_WIDTHS = dict(
+    hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096
+)
+
+
+def byte_level_tokenizer(tokenizer_cls: type, special_tokens: tuple[str, ...], **kwargs):
+    """A BPE tokenizer over the 256 byte symbols with no merges, plus the model's special tokens."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {symbol: index for index, symbol in enumerate(bytes_to_unicode().values())}
+    tokenizer = tokenizer_cls(vocab=vocab, merges=[], unk_token=None, **kwargs)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
+    return tokenizer
+
+
+def random_model(model_cls: type, config: Any, seed: int, vision_prefix: str, eos_id: int, pad_id: int):
+    """`model_cls(config)` with seeded random weights and greedy-decoding token ids set."""
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    # Random init gives near-uniform logits; larger weights make greedy decoding sensitive to every token kept.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 2 and vision_prefix not in name:
+                param.normal_(0.0, 0.1)
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = pad_id
+    return model
+
+
+# One module per family in this package, each exposing `build(path, seed=0, num_layers=4) -> Path`.
+TINY_FAMILIES = ("qwen2_5_vl", "llava", "llava_next", "internvl", "deepseek_vl2")
+
+
+def tiny_checkpoint(family: str, cache_dir: str | Path) -> Path:
+    """The tiny checkpoint of `family` under `cache_dir`, built on first use."""
+    if family not in TINY_FAMILIES:
+        raise KeyError(f"no tiny checkpoint for family {family!r}; known: {sorted(TINY_FAMILIES)}")
+    path = Path(cache_dir) / f"tiny-{family}"
+    if not (path / "config.json").exists():
+        import_module(f"{__name__}.{family}").build(path)
+    return path

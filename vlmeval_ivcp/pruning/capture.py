@@ -1,0 +1,94 @@
+"""Reading the query, key and value states an attention layer actually uses, for any stock decoder.
+
+Every transformers attention module hands its (RoPE-rotated) queries and keys and its values to an attention
+function looked up by `config._attn_implementation`. For the one forward of the layer before a cut, `AttentionTap`
+points that lookup at a registered pass-through function that records the states and then calls the model's own
+function. The states are therefore exactly the model's: grouped-query heads, Multi-head Latent Attention (DeepSeek),
+partial rotary dims and M-RoPE need no per-family code.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+TAP_NAME = "vlmeval_ivcp_tap"
+_TAP_ATTR = "_vlmeval_ivcp_tap"
+
+# (query [B, H, S, d], key [B, Hkv, S, d], value [B, Hkv, S, dv], scaling) -> None
+Sink = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], None]
+
+
+def _tapped_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    tap: AttentionTap = getattr(module, _TAP_ATTR)
+    module.config = tap.config  # the model's own function may read its implementation name back
+    scaling = kwargs.get("scaling")
+    tap.sink(query, key, value, float(scaling if scaling is not None else query.shape[-1] ** -0.5))
+    return tap.attention_function(module, query, key, value, attention_mask, **kwargs)
+
+
+class AttentionTap:
+    """Hooks on one attention module; while `armed`, its next forward sends its states to `sink`.
+
+    Args:
+        module (`nn.Module`): an attention module with a `config` (every transformers decoder attention has one).
+        sink (`Sink`): receives `(query, key, value, scaling)` as the attention function gets them.
+    """
+
+    def __init__(self, module: nn.Module, sink: Sink):
+        if TAP_NAME not in ALL_ATTENTION_FUNCTIONS:
+            AttentionInterface.register(TAP_NAME, _tapped_attention)
+        if not hasattr(module, "config"):
+            raise TypeError(f"{type(module).__name__} has no `config`: cannot read its attention states")
+        self.module, self.sink = module, sink
+        self.armed = False
+        self.config: Any = None
+        self.attention_function: Callable | None = None
+        self.handles = [
+            module.register_forward_pre_hook(self._before),
+            module.register_forward_hook(self._after),
+        ]
+
+    def _before(self, module: nn.Module, args: tuple) -> None:
+        if not self.armed:
+            return
+        self._after(module, args, None)  # a forward that raised never restored the config
+        self.config = module.config
+        self.attention_function = _attention_function(module, module.config._attn_implementation)
+        tapped = copy.copy(module.config)
+        tapped._attn_implementation_internal = TAP_NAME  # this module's copy only; the shared config is untouched
+        module.config = tapped
+        setattr(module, _TAP_ATTR, self)
+
+    def _after(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self.config is not None:
+            module.config = self.config
+            self.config = None
+            delattr(module, _TAP_ATTR)
+
+    def remove(self) -> None:
+        self._after(self.module, (), None)
+        for handle in self.handles:
+            handle.remove()
+
+
+def _attention_function(module: nn.Module, implementation: str) -> Callable:
+    """The function the module would call: a registered implementation, or its modeling file's eager one."""
+    if implementation != "eager":
+        return ALL_ATTENTION_FUNCTIONS[implementation]
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise TypeError(f"cannot find the eager attention function of {type(module).__module__}")
+    return eager
+
+
+def expand_heads(states: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """`[B, Hkv, S, d]` grouped-query states repeated to `n_heads` heads (each query head next to its group)."""
+    return states.repeat_interleave(n_heads // states.shape[1], dim=1)
