@@ -262,6 +262,7 @@ def test_registered_with_its_config_and_inputs():
         ({"fill": False, "n_foreground": -3}, ValueError, "n_foreground must be >= 0, got -3"),
         ({"scope": "before_llm", "layer": 0}, ValueError, "scope must be 'llm', got 'before_llm'"),
         ({"ratio": 0.0}, ValueError, r"ratio must be in \(0, 1\]"),
+        ({"row_ivc_frac": 1.5}, ValueError, r"row_ivc_frac must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_knobs_raise_naming_field_and_value(options, error, message):
@@ -270,12 +271,19 @@ def test_bad_knobs_raise_naming_field_and_value(options, error, message):
 
 
 def test_official_presets():
-    assert set(OFFICIAL_PRESETS) == {"qwen2_5_vl_7b", "qwen2_5_vl_3b", "llava_1_5_7b"}
+    assert set(OFFICIAL_PRESETS) == {
+        "qwen2_5_vl_7b", "qwen2_5_vl_3b", "llava_1_5_7b", "internvl2_5_8b", "deepseek_vl2_small"
+    }
+    internvl, deepseek = official_config("internvl2_5_8b"), official_config("deepseek_vl2_small")
+    assert (internvl.layer, internvl.n_ivc, internvl.n_seed, internvl.ratio, internvl.fill) == (16, 26, 3, 0.5, True)
+    assert (deepseek.layer, deepseek.n_ivc, deepseek.row_ivc_frac, deepseek.fill) == (17, 21, 0.15, False)
+    assert deepseek.seed_count(196) == 2  # 1% of the 14x14 global view
     qwen7, qwen3 = official_config("qwen2_5_vl_7b"), official_config("qwen2_5_vl_3b")
     assert (qwen7.layer, qwen3.layer, qwen7.ratio, qwen7.ivc_frac, qwen7.seed_frac) == (16, 22, 0.5, 0.10, 0.01)
     assert qwen7.fill and qwen7.text_offset == 2 and qwen7.cache_policy == "all"
     llava = official_config("llava_1_5_7b")
     assert (llava.layer, llava.n_ivc, llava.n_seed, llava.n_foreground, llava.fill) == (16, 29, 6, 115, False)
     assert official_config("qwen2_5_vl_7b", ratio=0.25, mrope_mode="section").ratio == 0.25
-    with pytest.raises(KeyError, match=r"no official ivc_prune preset for 'qwen2_vl_7b'; known: \['llava_1_5_7b'"):
+    known = r"known: \['deepseek_vl2_small'"
+    with pytest.raises(KeyError, match=r"no official ivc_prune preset for 'qwen2_vl_7b'; " + known):
         official_config("qwen2_vl_7b")

@@ -20,8 +20,10 @@ import torch
 
 from ..config import PruneConfig
 from ..context import Selection, SelectionContext, sorted_keep
+from ..layout import ImageLayout
 from ..registry import register_method
 from ..rope import MROPE_MODES, ivc_scores, ivc_tokens, top_n
+from .ivc_views import by_score, covered_cells, first_occurrences, local_grid, view_ivc
 
 # Query rows scored per step: bounds the similarity block to [H, _QUERY_CHUNK, L] whatever the prompt length.
 _QUERY_CHUNK = 256
@@ -60,6 +62,13 @@ class IVCPruneConfig(PruneConfig):
         default="axis_mean",
         metadata={"help": "M-RoPE IVC score: 'axis_mean' (release: mean over t/h/w and all dims) or 'section'"},
     )
+    row_ivc_frac: float | None = field(
+        default=None,
+        metadata={
+            "help": "tiled images: IVC tokens per row of a local view spanning several tiles, as a fraction of "
+            "the row (DeepSeek-VL2's release rule); None: n_ivc/ivc_frac over the whole view"
+        },
+    )
     fill: bool = field(
         default=True,
         metadata={"help": "True: fill with top tokens by refined score to exactly round(ratio*L); False: no fill"},
@@ -77,6 +86,8 @@ class IVCPruneConfig(PruneConfig):
             )
         self.ivc_frac = _fraction("ivc_frac", self.ivc_frac)
         self.seed_frac = _fraction("seed_frac", self.seed_frac)
+        if self.row_ivc_frac is not None:
+            self.row_ivc_frac = _fraction("row_ivc_frac", self.row_ivc_frac)
         _count("n_ivc", self.n_ivc, optional=True)
         _count("n_seed", self.n_seed, optional=True)
         _count("text_offset", self.text_offset)
@@ -250,6 +261,8 @@ def ivc_prune(ctx: SelectionContext, config: IVCPruneConfig) -> Selection:
     """
     if ctx.values is None:
         raise ValueError("ivc_prune needs the value vectors of layer K-1 (ctx.values), got None")
+    if ctx.layout is not None and local_grid(ctx.layout) is not None:
+        return _tiled_ivc_prune(ctx, config, ctx.layout)
     n_visual = ctx.n_visual
     c, s = ivc_scores(ctx.position_ids[:, ctx.visual_index], ctx.rope, config.mrope_mode)
     n_ivc = config.ivc_count(n_visual)
@@ -266,11 +279,56 @@ def ivc_prune(ctx: SelectionContext, config: IVCPruneConfig) -> Selection:
     return Selection(keep=keep, parts=parts)
 
 
+def _tiled_ivc_prune(ctx: SelectionContext, config: IVCPruneConfig, layout: ImageLayout) -> Selection:
+    """The release's rule for a global view plus local tiles (see `ivc_views`): scores on the global view, mapped
+    onto the tiles, per-view IVC, separators kept; trimmed or filled to `ctx.n_keep` by refined relevance."""
+    global_view = next((view for view in layout.views if view.kind == "global"), None)
+    if global_view is None:
+        raise ValueError(f"a tiled image needs a global view (thumbnail) to score: {layout}")
+    device = ctx.values.device
+    positions = ctx.position_ids[:, ctx.visual_index]
+    ivc = torch.cat([
+        view_ivc(view, positions, ctx.rope, config.mrope_mode, config.ivc_count(view.rows * view.cols),
+                 config.row_ivc_frac)
+        for view in layout.views
+    ]).to(device)
+    global_cells = global_view.cells().flatten().to(device)
+    queries = _text_queries(ctx, config.text_offset)
+    t = text_relevance(ctx.values, ctx.visual_index, queries)
+    seeds = global_cells[top_n(t[global_cells], config.seed_count(global_cells.numel()))]
+    r = refined_relevance(ctx.values, ctx.visual_index, queries, seeds)
+    # The global view keeps its IVC tokens and seeds, then its best cells by r up to half of it.
+    priority = first_occurrences(torch.cat([seeds, by_score(ivc[torch.isin(ivc, global_cells)], r)]))
+    global_keep = first_occurrences(torch.cat([priority, by_score(global_cells, r)]))
+    global_keep = global_keep[: max(round(0.5 * global_cells.numel()), priority.numel())]
+    mapped = covered_cells(global_keep, global_view, local_grid(layout).to(device))
+    separators = layout.separators().to(device)
+    order = [separators, seeds, by_score(ivc, r), by_score(torch.cat([global_keep, mapped]), r)]
+    if config.fill:
+        order.append(by_score(torch.arange(ctx.n_visual, device=device), r))
+    keep = first_occurrences(torch.cat(order))[: ctx.n_keep]
+    keep_sorted = sorted_keep(keep)
+    parts = {"ivc": ivc, "seeds": seeds, "separators": separators, "mapped": mapped}
+    parts = {name: keep_sorted[torch.isin(keep_sorted, part)] for name, part in parts.items()}
+    chosen_by_r = ~torch.isin(keep_sorted, torch.cat([ivc, seeds, separators, mapped]))
+    parts["foreground"] = keep_sorted[chosen_by_r]
+    return Selection(keep=keep_sorted, parts=parts)
+
+
 OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
     # The authors' release settings, per model (the `official` preset of each).
     "qwen2_5_vl_7b": {"layer": 16, "ratio": 0.5, "ivc_frac": 0.10, "seed_frac": 0.01, "text_offset": 2, "fill": True},
     "qwen2_5_vl_3b": {"layer": 22, "ratio": 0.5, "ivc_frac": 0.10, "seed_frac": 0.01, "text_offset": 2, "fill": True},
     "llava_1_5_7b": {"layer": 16, "n_ivc": 29, "n_seed": 6, "text_offset": 2, "fill": False, "n_foreground": 115},
+    # Per 256-token tile and on the thumbnail: 26 IVC tokens per ranking; 3 seeds from the thumbnail; filled to 50%.
+    "internvl2_5_8b": {"layer": 16, "ratio": 0.5, "n_ivc": 26, "n_seed": 3, "text_offset": 2, "fill": True},
+    # Structural, no fill: 21 IVC per ranking on the 14x14 global view, 15% per row of the local view, seeds 1% of
+    # the global cells; ratio 1.0 is only the cap (the release keeps ~50-65%). n_foreground applies only to images
+    # without a layout.
+    "deepseek_vl2_small": {
+        "layer": 17, "ratio": 1.0, "n_ivc": 21, "row_ivc_frac": 0.15, "seed_frac": 0.01, "text_offset": 2,
+        "fill": False, "n_foreground": 0,
+    },
 }
 
 
