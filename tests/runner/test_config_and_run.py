@@ -105,10 +105,14 @@ def test_infer_mode_writes_predictions_only_and_eval_mode_scores_them_without_a_
     assert json.loads((run_dir / "run.json").read_text())["scores"] == {"DemoMCQ": score}
 
 
-def test_eval_mode_without_predictions_names_the_missing_file(tmp_path):
+def test_eval_mode_without_predictions_names_the_missing_file_in_one_line(tmp_path, capsys):
     argv = ["--model", "TinyQwen2.5-VL", "--data", "DemoMCQ", "--work-dir", str(tmp_path), "--mode", "eval"]
-    with pytest.raises(FileNotFoundError, match=r"TinyQwen2.5-VL_DemoMCQ.jsonl; run with --mode infer or all"):
-        main(argv)
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "TinyQwen2.5-VL_DemoMCQ.jsonl; run with --mode infer or all" in error
+    assert "Traceback" not in error and error.count("\n") == 1
+    with pytest.raises(FileNotFoundError, match=r"TinyQwen2.5-VL_DemoMCQ.jsonl"):
+        main(argv + ["--traceback"])
 
 
 def test_a_judge_without_an_api_key_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="model name of an OpenAI-compatible judge for free-form answers (server and key from OPENAI_API_BASE "
         "and OPENAI_API_KEY); default: exact matching only",
     )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error instead of a one-line message"
+    )
     return parser
 
 
@@ -60,10 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         # Judge answers are cached beside the results, so a re-scored run asks the server nothing twice.
         judge = Judge(args.judge, cache_path=Path(config.work_dir) / "judge_cache.jsonl") if args.judge else None
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"run.py: error: {error}", file=sys.stderr)
+        # Finished rows are already on disk when an error stops the run: a re-run resumes after them.
+        summaries = run(config, mode=args.mode, judge=judge)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
+        if args.traceback:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"run.py: error: {message} (finished rows are kept; --traceback shows where)", file=sys.stderr)
         return 2
-    summaries = run(config, mode=args.mode, judge=judge)
     if summaries:  # only rank 0 of a torchrun launch has them
         print(format_table(summaries))
     return 0
