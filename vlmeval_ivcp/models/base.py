@@ -123,13 +123,22 @@ class PrunedVLM(ABC):
     def chat_prompt(self, images: int, text: str) -> str:
         """The family's chat format for one user turn holding `images` images and `text`."""
 
-    @abstractmethod
+    def processor_options(self, dataset: str | None) -> dict[str, Any]:
+        """Extra processor arguments for images of `dataset` (e.g. a pixel budget); none by default."""
+        return {}
+
     def encode(self, prompts: list[str], images: list[Image.Image], dataset: str | None = None) -> dict[str, Any]:
         """Processor outputs for a batch of prompts (left-padded), pixel values in the model's dtype.
 
         The dict may also hold `"image_layouts"`: per prompt, the `ImageLayout` of each of its images, for families
         whose forward inputs do not carry the tiling (the engine's layout-aware methods read it).
         """
+        inputs = self.processor(
+            text=prompts, images=images or None, padding=True, return_tensors="pt", **self.processor_options(dataset)
+        ).data
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
 
     def build_inputs(self, message: Message, dataset: str | None) -> dict[str, Any]:
         """Turn one VLMEvalKit message into model inputs (the family's chat format, images first)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
 
 from .base import PrunedVLM
@@ -46,9 +45,3 @@ class Llava(PrunedVLM):
 
     def chat_prompt(self, images: int, text: str) -> str:
         return llava_chat_prompt(images, text)
-
-    def encode(self, prompts: list[str], images: list[Image.Image], dataset: str | None = None) -> dict[str, Any]:
-        inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt").data
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return inputs

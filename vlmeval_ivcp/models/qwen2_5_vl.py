@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
 from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -64,10 +63,5 @@ class Qwen2_5_VL(PrunedVLM):
     def chat_prompt(self, images: int, text: str) -> str:
         return qwen_chat_prompt(images, text)
 
-    def encode(self, prompts: list[str], images: list[Image.Image], dataset: str | None = None) -> dict[str, Any]:
-        inputs = self.processor(
-            text=prompts, images=images or None, size=self.pixel_budget(dataset), padding=True, return_tensors="pt"
-        ).data
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return inputs
+    def processor_options(self, dataset: str | None) -> dict[str, Any]:
+        return {"size": self.pixel_budget(dataset)}

@@ -8,11 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from .base import PrunedVLM
+from .internvl import InternVL
 from .llava import Llava
+from .llava_next import LlavaNext
 from .qwen2_5_vl import Qwen2_5_VL
 from .tiny import tiny_checkpoint
 
-MODEL_CLASSES: dict[str, type[PrunedVLM]] = {"Qwen2_5_VL": Qwen2_5_VL, "Llava": Llava}
+MODEL_CLASSES: dict[str, type[PrunedVLM]] = {
+    "Qwen2_5_VL": Qwen2_5_VL,
+    "Llava": Llava,
+    "LlavaNext": LlavaNext,
+    "InternVL": InternVL,
+}
 
 # Release settings of IVC-Prune for Qwen2.5-VL: min_pixels = 4·28², max_pixels = 16384·28².
 _QWEN_RELEASE = dict(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
@@ -23,24 +30,24 @@ def tiny_models_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlmeval_ivcp" / "tiny-models"
 
 
-def tiny_qwen2_5_vl(**kwargs: Any) -> Qwen2_5_VL:
-    """A tiny random-weight Qwen2.5-VL (4 layers, width 64) for demos and smoke tests: answers are noise."""
-    options = dict(dtype="float32", min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28, max_new_tokens=8)
-    return Qwen2_5_VL(str(tiny_checkpoint("qwen2_5_vl", tiny_models_dir())), **{**options, **kwargs})
-
-
-def tiny_llava(**kwargs: Any) -> Llava:
-    """A tiny random-weight LLaVA-1.5 (4 Llama layers, width 64; 16 visual tokens) for demos and smoke tests."""
+def tiny_model(cls: type[PrunedVLM], family: str, **kwargs: Any) -> PrunedVLM:
+    """The tiny random-weight checkpoint of `family` (4 layers, width 64; built on first use) behind `cls`: for demos
+    and smoke tests, its answers are noise."""
     options = dict(dtype="float32", max_new_tokens=8)
-    return Llava(str(tiny_checkpoint("llava", tiny_models_dir())), **{**options, **kwargs})
+    return cls(str(tiny_checkpoint(family, tiny_models_dir())), **{**options, **kwargs})
 
 
 supported_models: dict[str, partial] = {
-    "TinyQwen2.5-VL": partial(tiny_qwen2_5_vl),
+    "TinyQwen2.5-VL": partial(tiny_model, Qwen2_5_VL, "qwen2_5_vl", min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28),
     "Qwen2.5-VL-3B-Instruct": partial(Qwen2_5_VL, model_path="Qwen/Qwen2.5-VL-3B-Instruct", **_QWEN_RELEASE),
     "Qwen2.5-VL-7B-Instruct": partial(Qwen2_5_VL, model_path="Qwen/Qwen2.5-VL-7B-Instruct", **_QWEN_RELEASE),
-    "TinyLLaVA-1.5": partial(tiny_llava),
+    "TinyLLaVA-1.5": partial(tiny_model, Llava, "llava"),
     "llava-1.5-7b-hf": partial(Llava, model_path="llava-hf/llava-1.5-7b-hf"),
+    "TinyLLaVA-NeXT": partial(tiny_model, LlavaNext, "llava_next"),
+    "llava-v1.6-vicuna-7b-hf": partial(LlavaNext, model_path="llava-hf/llava-v1.6-vicuna-7b-hf"),
+    "llava-v1.6-mistral-7b-hf": partial(LlavaNext, model_path="llava-hf/llava-v1.6-mistral-7b-hf"),
+    "TinyInternVL": partial(tiny_model, InternVL, "internvl"),
+    "InternVL3-8B-hf": partial(InternVL, model_path="OpenGVLab/InternVL3-8B-hf"),
 }
 
 

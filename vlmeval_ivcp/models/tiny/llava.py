@@ -7,6 +7,17 @@ from pathlib import Path
 from . import TINY_TEXT_WIDTHS, byte_level_tokenizer, random_model
 
 LLAVA_SPECIAL_TOKENS = ("<s>", "</s>", "<image>", "<pad>")
+# CLIP tower: 56-pixel views in 14-pixel patches, a 4x4 grid per view.
+TINY_CLIP_VISION = dict(
+    model_type="clip_vision_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=56,
+    patch_size=14,
+    projection_dim=32,
+)
 
 
 def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
@@ -39,16 +50,7 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
             bos_token_id=token("<s>"),
             pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=dict(
-            model_type="clip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=56,
-            patch_size=14,
-            projection_dim=32,
-        ),
+        vision_config=TINY_CLIP_VISION,
         image_token_id=token("<image>"),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",

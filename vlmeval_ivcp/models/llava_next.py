@@ -1,0 +1,64 @@
+"""LLaVA-NeXT (`LlavaNextForConditionalGeneration`, e.g. llava-hf/llava-v1.6-vicuna-7b-hf or
+llava-hf/llava-v1.6-mistral-7b-hf), loaded from a hub id or a local checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import (
+    AutoTokenizer,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+)
+
+from .base import PrunedVLM
+from .llava import CLIP_EXTRA_TOKENS, llava_chat_prompt
+
+
+def _shipped_chat_template(model_path: str, tokenizer: Any) -> str | None:
+    """The checkpoint's own chat template: the processor's (chat_template.jinja or the legacy chat_template.json),
+    else the tokenizer's, else None."""
+    processor_dict, _ = LlavaNextProcessor.get_processor_dict(model_path)
+    template = processor_dict.get("chat_template") or tokenizer.chat_template
+    # A folder may ship several named templates; the unnamed one is "default".
+    return template.get("default") if isinstance(template, dict) else template
+
+
+class LlavaNext(PrunedVLM):
+    """LLaVA-NeXT (LLaVA-1.6) with optional pruning.
+
+    Each image is tiled at the grid pinpoint that best fits its size ("anyres"), so its number of visual tokens
+    depends on its size: the base view's grid, then the tiles' grid with the padding rows or columns cut, with one
+    newline token after each of its rows. Every image token (newlines included) is a visual token for the engine.
+
+    Args: see `PrunedVLM`.
+    """
+
+    grounding_frame = "norm1"
+
+    def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
+        model = LlavaNextForConditionalGeneration.from_pretrained(
+            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer.padding_side = "left"
+        # Assembled by hand: the auto classes may pick the torchvision-backed image processor.
+        processor = LlavaNextProcessor(
+            LlavaNextImageProcessorPil.from_pretrained(model_path),
+            tokenizer,
+            patch_size=model.config.vision_config.patch_size,
+            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+            num_additional_image_tokens=CLIP_EXTRA_TOKENS,
+            chat_template=_shipped_chat_template(model_path, tokenizer),
+        )
+        return model, processor
+
+    def chat_prompt(self, images: int, text: str) -> str:
+        """The checkpoint's chat template for one user turn (images first), or LLaVA's vicuna format without one."""
+        if self.processor.chat_template is None:
+            return llava_chat_prompt(images, text)
+        content = [{"type": "image"}] * images + [{"type": "text", "text": text}]
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
