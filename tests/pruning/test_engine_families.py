@@ -147,3 +147,26 @@ def test_each_image_of_a_prompt_has_its_own_budget(family, method):
     assert int((kept >= first).sum()) == round(0.5 * second)
     alive = alive_per_layer(inputs["input_ids"], image_id, [LAYER], pruner.last.stages, _n_layers(model))
     check_pruned_run(model, inputs, prefill, out, alive, [alive[-1]] * len(alive), "sdpa")
+
+
+# Pictures that give a global view plus local tiles, per family with a tiled layout.
+TILED_PICTURES = {"internvl": (224, 224)}
+
+
+@pytest.mark.parametrize("family", sorted(TILED_PICTURES))
+def test_ivc_prune_follows_the_tiling_and_equals_the_masked_reference(family):
+    model, inputs, layouts = _setup(family, batch=1, sizes=[TILED_PICTURES[family]])
+    layout = layouts[0][0]
+    assert layout.tiles is not None and any(view.kind == "global" for view in layout.views)
+    with prune(model, "ivc_prune", ratio=0.5, layer=LAYER) as pruner:
+        pruner.set_image_layouts(layouts)
+        out = greedy_generate(model, inputs, NEW_TOKENS)
+        pruner.set_image_layouts(layouts)
+        prefill = _forward(model, inputs)
+    selection = pruner.last.stages[0][0]
+    assert selection.keep.numel() == round(0.5 * layout.n_tokens)
+    assert selection.parts["mapped"].numel() > 0, "kept global cells were mapped onto the tiles"
+    assert torch.isin(layout.separators(), selection.keep).all()
+    image_id = model.config.image_token_id
+    alive = alive_per_layer(inputs["input_ids"], image_id, [LAYER], pruner.last.stages, _n_layers(model))
+    check_pruned_run(model, inputs, prefill, out, alive, [alive[-1]] * len(alive), "sdpa")

@@ -1,4 +1,5 @@
-"""Every registered method through the engine on the tiny Qwen2.5-VL (4 layers, 16 visual tokens per picture).
+"""Every registered method through the engine: on every family's tiny checkpoint, then in detail on the tiny
+Qwen2.5-VL (4 layers, 16 visual tokens per picture).
 
 Before-LLM methods are checked against feeding the language model only the kept tokens at their original
 positions; attention-scored methods against eager attention weights and the masked reference.
@@ -15,7 +16,7 @@ from support.reference import (
     kept_positions,
     recording_pruner,
 )
-from support.tiny import qwen_inputs, tiny_wrapper
+from support.tiny import FAMILIES, family_inputs, qwen_inputs, tiny_wrapper
 
 from vlmeval_ivcp import prune
 from vlmeval_ivcp.pruning import METHODS, make_config
@@ -50,19 +51,22 @@ def test_every_built_in_method_is_exercised():
     assert {method for method, _ in EVERY_METHOD} == built_in
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method,options", EVERY_METHOD, ids=[f"{m}-{'-'.join(o)}" for m, o in EVERY_METHOD])
-def test_generates_and_keeps_the_requested_count(method, options):
-    wrapper = tiny_wrapper("sdpa")
+def test_generates_and_keeps_the_requested_count_on_every_family(family, method, options):
+    wrapper = tiny_wrapper("sdpa", family=family)
     model = wrapper.model
-    inputs = qwen_inputs(wrapper, QUESTIONS)
+    inputs, layouts = family_inputs(wrapper, QUESTIONS)
     config = make_config(method, **options)
     with prune(model, method, **options) as pruner:
+        pruner.set_image_layouts(layouts)
         out = greedy_generate(model, inputs, NEW_TOKENS)
     prompt_len = inputs["input_ids"].shape[1]
     assert out.sequences.shape == (2, prompt_len + NEW_TOKENS)
 
     # Each cut keeps round(ratio * L) of the L visual tokens that reach it.
-    reaching, per_layer = N_VISUAL, [N_VISUAL] * N_LAYERS
+    n_visual = pruner.last.n_visual[0]
+    reaching, per_layer = n_visual, [n_visual] * N_LAYERS
     for cut, stage in zip(config.cuts(), pruner.last.stages, strict=True):
         reaching = round(cut.ratio * reaching)
         assert [len(selection.keep) for selection in stage] == [reaching, reaching]
@@ -70,7 +74,7 @@ def test_generates_and_keeps_the_requested_count(method, options):
     assert [len(kept) for kept in pruner.last.kept] == [reaching, reaching]
     if config.cache_policy == "all":
         per_layer = [reaching] * N_LAYERS
-    expected = [prompt_len - N_VISUAL + count for count in per_layer]
+    expected = [prompt_len - n_visual + count for count in per_layer]
     assert pruner.last.cache_lengths == expected
     # generate() fed NEW_TOKENS - 1 tokens after the prompt.
     assert [layer.keys.shape[2] for layer in out.past_key_values.layers] == [n + NEW_TOKENS - 1 for n in expected]
