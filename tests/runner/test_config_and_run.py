@@ -35,6 +35,9 @@ def test_list_valued_ratio_and_layer_expand_into_their_product():
         ({"datasets": ["NoSuchSet"]}, r"x.yaml.datasets\[0\]: unknown dataset 'NoSuchSet'"),
         ({"models": [{"name": "NoSuchModel"}]}, r"x.yaml.models\[0\].name: unknown model 'NoSuchModel'"),
         ({"models": [{"name": "TinyQwen2.5-VL", "kwarg": {}}]}, r"x.yaml.models\[0\].kwarg: unknown key"),
+        ({"models": [{"kwargs": {}}]}, r"x.yaml.models\[0\].name: required"),
+        ({"models": [{"name": "m", "class": "Nope"}]}, r"x.yaml.models\[0\].class: unknown adapter 'Nope'"),
+        ({"models": [{"name": "m", "class": "InternVL"}]}, r"x.yaml.models\[0\].kwargs.model_path: required"),
         ({"methods": [{"method": "nope"}]}, r"x.yaml.methods\[0\].method: unknown pruning method 'nope'"),
         ({"methods": [{"method": "random", "ratio": 2.0}]}, r"x.yaml.methods\[0\]: ratio must be in \(0, 1\]"),
         ({"methods": [{"method": "random", "depth": 3}]}, r"x.yaml.methods\[0\].depth: unknown option"),
@@ -121,3 +124,20 @@ def test_a_judge_without_an_api_key_is_refused_before_anything_runs(tmp_path, mo
     assert main(argv) == 2
     assert "OPENAI_API_KEY" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_model_entry_can_name_an_adapter_class_and_its_checkpoint(tmp_path):
+    from support.tiny import tiny_path
+
+    config = dict(
+        BASE,
+        work_dir=str(tmp_path / "results"),
+        data_root=str(tmp_path / "data"),
+        models=[{"name": "MyInternVL", "class": "InternVL",
+                 "kwargs": {"model_path": str(tiny_path("internvl")), "dtype": "float32", "max_new_tokens": 2}}],
+    )
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "--mode", "infer"]) == 0
+    run_dir = tmp_path / "results" / "MyInternVL" / "none"
+    assert len((run_dir / "MyInternVL_DemoMCQ.jsonl").read_text().splitlines()) == 8

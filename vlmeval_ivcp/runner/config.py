@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 
 from ..datasets.registry import dataset_class
-from ..models.registry import supported_models
+from ..models.registry import MODEL_CLASSES, supported_models
 from ..pruning.registry import get_method
 
 TOP_LEVEL_KEYS = {"work_dir": str, "data_root": (str, type(None)), "models": list, "datasets": list, "methods": list}
-MODEL_KEYS = {"name": str, "kwargs": dict}
+MODEL_KEYS = {"name": str, "class": str, "kwargs": dict}
 GRID_KEYS = ("ratio", "layer")
 
 
@@ -35,8 +35,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registry model (`name`), or an adapter class of `MODEL_CLASSES` (`cls`) with `kwargs` naming its
+    `model_path`, run under `name`."""
+
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    cls: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,21 @@ def expand_methods(entries: list[Any], where: str) -> list[RunPoint]:
     return points
 
 
+def _model_spec(entry: dict[str, Any], here: str) -> ModelSpec:
+    kwargs = dict(entry.get("kwargs", {}))
+    if "name" not in entry:
+        raise ConfigError(f"{here}.name: required (a registry name, or the results name of a `class` entry)")
+    if "class" not in entry:
+        if entry["name"] not in supported_models:
+            raise ConfigError(f"{here}.name: unknown model {entry['name']!r}; known: {sorted(supported_models)}")
+        return ModelSpec(entry["name"], kwargs)
+    if entry["class"] not in MODEL_CLASSES:
+        raise ConfigError(f"{here}.class: unknown adapter {entry['class']!r}; known: {sorted(MODEL_CLASSES)}")
+    if "model_path" not in kwargs:
+        raise ConfigError(f"{here}.kwargs.model_path: required with `class` (a hub id or a local checkpoint folder)")
+    return ModelSpec(entry["name"], kwargs, entry["class"])
+
+
 def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
     _check_keys(raw, TOP_LEVEL_KEYS, source)
     for key in ("models", "datasets", "methods"):
@@ -124,9 +143,7 @@ def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
     for position, entry in enumerate(raw["models"]):
         here = f"{source}.models[{position}]"
         _check_keys(entry, MODEL_KEYS, here)
-        if entry.get("name") not in supported_models:
-            raise ConfigError(f"{here}.name: unknown model {entry.get('name')!r}; known: {sorted(supported_models)}")
-        models.append(ModelSpec(entry["name"], dict(entry.get("kwargs", {}))))
+        models.append(_model_spec(entry, here))
     for position, name in enumerate(raw["datasets"]):
         _check_type(name, str, f"{source}.datasets[{position}]")
         try:

@@ -27,8 +27,8 @@ from ..datasets.demo import DEMO_MCQ_NAME, write_demo_mcq
 from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
 from ..datasets.tsv import atomic_write_bytes, lmu_root
-from ..models.registry import build_model
-from .config import RunConfig, RunPoint
+from ..models.registry import MODEL_CLASSES, build_model
+from .config import ModelSpec, RunConfig, RunPoint
 from .distributed import Ranks, close_ranks, init_ranks, rank_model_kwargs
 from .store import PredictionStore, merge_shards, normalize_index, shard_indices
 
@@ -134,6 +134,13 @@ def predictions_table(dataset: Any, records: dict[Any, dict]) -> pd.DataFrame:
     return table
 
 
+def _build_wrapper(model: ModelSpec, kwargs: dict[str, Any]) -> Any:
+    """A registry model by name, or a config's adapter class with its own `model_path`."""
+    if model.cls is not None:
+        return MODEL_CLASSES[model.cls](**kwargs)
+    return build_model(model.name, **kwargs)
+
+
 def _build_dataset(name: str, root: str | None, wrapper: Any) -> Any:
     """The dataset; grounding sets take the model family's box frame (their default in `eval` mode)."""
     cls = dataset_class(name)
@@ -236,7 +243,7 @@ def run(config: RunConfig, mode: str = "all", judge: Any = None) -> list[dict]:
             ranks = Ranks()
         summaries = []
         for model in config.models:
-            wrapper = None if mode == "eval" else build_model(model.name, **rank_model_kwargs(model.kwargs, ranks))
+            wrapper = None if mode == "eval" else _build_wrapper(model, rank_model_kwargs(model.kwargs, ranks))
             for point in config.points:
                 summary = run_point(wrapper, model.name, point, config, ranks, mode, judge)
                 if summary is not None:
