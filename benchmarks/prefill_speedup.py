@@ -1,11 +1,13 @@
 """Measured prefill speed-up of each pruning method against its FLOPs prediction, with the KV-cache saving.
 
-    python benchmarks/prefill_speedup.py [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda]
+    python benchmarks/prefill_speedup.py [--model qwen2.5-vl-7b|llava-1.5-7b] [--layers 4] [--dtype bfloat16|float32]
+        [--device cpu|cuda]
         [--attn sdpa|eager|flash_attention_2] [--repeats 3] [--ratios 1.0 0.75 0.5 0.25]
         [--methods ivc_prune fastv random uniform divprune] [--with-resprune] [--out table.md]
 
-Uses the model and prompt of `benchmarks/selection_time.py`: a random-weight Qwen2.5-VL with the 7B text widths and
-`--layers` decoder layers, one synthetic image of 36 x 36 = 1,296 visual tokens passed as embeddings. For every
+Uses the models and prompts of `benchmarks/selection_time.py`: a random-weight Qwen2.5-VL with the 7B text widths
+(one synthetic image of 36 x 36 = 1,296 visual tokens passed as embeddings) or LLaVA-1.5 with Vicuna-7B's widths
+(576 visual tokens), each with `--layers` decoder layers. For every
 method and kept ratio it prints one markdown row:
 
 - measured speed-up: unpruned prefill time / pruned prefill time, one forward each (`use_cache=True`, logits of the
@@ -39,7 +41,7 @@ from vlmeval_ivcp import prune
 from vlmeval_ivcp.evaluation.efficiency import flops_speedup, kv_cache_bytes, pruned_layer_lengths
 
 # The sibling benchmark: `python benchmarks/prefill_speedup.py` puts benchmarks/ first on sys.path.
-from selection_time import build_model, check_common_args, prefill_seconds, synthetic_inputs
+from selection_time import BENCH_MODELS, add_common_args, check_common_args, prefill_seconds
 
 DEFAULT_METHODS = ("ivc_prune", "fastv", "random", "uniform", "divprune")
 DEFAULT_RATIOS = (1.0, 0.75, 0.5, 0.25)
@@ -101,17 +103,13 @@ def measure(model: torch.nn.Module, inputs: dict[str, torch.Tensor], method: str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=4, help="decoder layers (the 7B model has 28)")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
+    add_common_args(parser)
     parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
                         help="attention implementation (flash_attention_2 needs CUDA and the flash-attn package)")
-    parser.add_argument("--grid", type=int, default=36, help="visual tokens per side (36 -> 1,296 tokens)")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
                         help="fractions of the visual tokens kept")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="methods to time")
     parser.add_argument("--with-resprune", action="store_true", help="also time resprune (slow on a CPU)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per setting (the median is reported)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     args = parser.parse_args(argv)
     check_common_args(parser, args)
@@ -122,16 +120,17 @@ def main(argv: list[str] | None = None) -> None:
     for method in methods:
         method_options(method, args.layers, 0.5)  # unknown names fail before the slow part
 
-    model = build_model(args.layers, getattr(torch, args.dtype), args.device)
+    bench = BENCH_MODELS[args.model]
+    model = bench.build(args.layers, getattr(torch, args.dtype), args.device, args.grid)
     if args.attn != "sdpa":
         model.set_attn_implementation(args.attn)
-    inputs = synthetic_inputs(model, args.grid)
+    inputs = bench.inputs(model, args.grid)
     unpruned_kv = kv_cache_bytes(_prefill_cache(model, inputs))  # also the warm-up
     unpruned = statistics.median(prefill_seconds(model, inputs) for _ in range(args.repeats))
 
     seq, n_visual = inputs["input_ids"].shape[1], args.grid**2
     lines = [
-        f"Qwen2.5-VL 7B widths, {args.layers} layers, {args.dtype}, {args.device}, {args.attn}, torch "
+        f"{bench.label}, {args.layers} layers, {args.dtype}, {args.device}, {args.attn}, torch "
         f"{torch.__version__}; {seq} prompt tokens of which {n_visual} visual; unpruned prefill "
         f"{unpruned * 1e3:.0f} ms at the start; medians of {args.repeats} (unpruned, pruned) pairs",
         "",

@@ -1,13 +1,18 @@
 """How long each pruning method spends choosing, relative to the unpruned prefill of the same model.
 
-    python benchmarks/selection_time.py [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3]
+    python benchmarks/selection_time.py [--model qwen2.5-vl-7b|llava-1.5-7b] [--layers 4] [--dtype bfloat16|float32]
+        [--device cpu|cuda] [--repeats 3]
 
-Builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads, 4 KV heads, MLP 18944, M-RoPE
-sections (16, 24, 24)) but only `--layers` layers and random weights (nothing is downloaded). The prompt is synthetic:
-a short system text, one image of `--grid` x `--grid` visual tokens (36 x 36 = 1,296 by default, a 1008 x 1008
-picture for the 7B model) and a short question. The vision tower is skipped: the visual tokens enter the LLM as
-random embeddings passed with `inputs_embeds`, while `input_ids`, `mm_token_type_ids` and `image_grid_thw` still
-tell the model (M-RoPE positions) and the engine (image tokens, grid) where the picture is.
+`--model qwen2.5-vl-7b` (default) builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads,
+4 KV heads, MLP 18944, M-RoPE sections (16, 24, 24)); `--model llava-1.5-7b` a LLaVA-1.5 decoder with Vicuna-7B's
+(hidden 4096, 32 heads without grouping, MLP 11008, 1D RoPE). Both have only `--layers` layers and random weights
+(nothing is downloaded). The prompt is synthetic: a short system text, one image of `--grid` x `--grid` visual tokens
+(Qwen: 36 x 36 = 1,296 by default, a 1008 x 1008 picture; LLaVA: 24 x 24 = 576, its 336-pixel input) and a short
+question. Qwen's vision tower is skipped: the visual tokens enter the LLM as random embeddings passed with
+`inputs_embeds`, while `input_ids`, `mm_token_type_ids` and `image_grid_thw` still tell the model (M-RoPE positions)
+and the engine (image tokens, grid) where the picture is. LLaVA gets a one-layer, 32-wide CLIP tower on a random
+picture (its cost is negligible next to the decoder), because its forward takes `input_ids` or `inputs_embeds`,
+not both.
 
 For every method the script reports the engine's `PrefillRecord.select_seconds` (capturing the method's inputs,
 scoring and choosing) as a fraction of the unpruned prefill time, both medians of `--repeats` runs in this process.
@@ -22,20 +27,20 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import LlavaConfig, LlavaForConditionalGeneration, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from vlmeval_ivcp.pruning import prune
 
-FULL_DEPTH = 28  # decoder layers of Qwen2.5-VL-7B
 VOCAB = 1024
 IMAGE, VIDEO, VISION_START, VISION_END = range(VOCAB - 4, VOCAB)
 SYSTEM_TOKENS, QUESTION_TOKENS = 20, 24  # text around the picture (system prompt; question and chat tail)
 
 
-def build_model(layers: int, dtype: torch.dtype, device: str) -> Qwen2_5_VLForConditionalGeneration:
+def build_qwen(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen2_5_VLForConditionalGeneration:
     """A random-weight Qwen2.5-VL with the 7B text widths, `layers` decoder layers and a one-block vision tower."""
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -66,7 +71,11 @@ def build_model(layers: int, dtype: torch.dtype, device: str) -> Qwen2_5_VLForCo
     return model.to(device).eval()
 
 
-def synthetic_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
+def _text(count: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, IMAGE, (count,), generator=generator)
+
+
+def qwen_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
     """One prompt: text, `<vision_start>`, `grid * grid` image tokens with random embeddings, `<vision_end>`, text.
 
     Returns the forward kwargs (batch 1): `input_ids`, `inputs_embeds`, `attention_mask`, `mm_token_type_ids` and
@@ -74,17 +83,13 @@ def synthetic_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> di
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
-
-    def text(count: int) -> torch.Tensor:
-        return torch.randint(0, IMAGE, (count,), generator=generator)
-
     n_visual = grid * grid
     ids = torch.cat([
-        text(SYSTEM_TOKENS),
+        _text(SYSTEM_TOKENS, generator),
         torch.tensor([VISION_START]),
         torch.full((n_visual,), IMAGE),
         torch.tensor([VISION_END]),
-        text(QUESTION_TOKENS),
+        _text(QUESTION_TOKENS, generator),
     ])[None]
     is_image = ids == IMAGE
     with torch.no_grad():
@@ -100,6 +105,71 @@ def synthetic_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> di
         "mm_token_type_ids": is_image.long().to(device),
         "image_grid_thw": torch.tensor([[1, grid * merge, grid * merge]], device=device),
     }
+
+
+def build_llava(layers: int, dtype: torch.dtype, device: str, grid: int) -> LlavaForConditionalGeneration:
+    """A random-weight LLaVA-1.5 with Vicuna-7B's widths, `layers` decoder layers and a one-layer CLIP tower whose
+    patch grid is `grid x grid`."""
+    config = LlavaConfig(
+        text_config=dict(
+            model_type="llama", vocab_size=VOCAB, hidden_size=4096, intermediate_size=11008,
+            num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+        ),
+        vision_config=dict(
+            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=2, image_size=grid * 14, patch_size=14, projection_dim=32,
+        ),
+        image_token_id=IMAGE,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    return LlavaForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
+
+
+def llava_inputs(model: LlavaForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
+    """One prompt: text, `grid * grid` image tokens, text; a random picture for the vision tower."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.cat([
+        _text(SYSTEM_TOKENS, generator), torch.full((grid * grid,), IMAGE), _text(QUESTION_TOKENS, generator)
+    ])[None]
+    side = model.config.vision_config.image_size
+    pixels = torch.randn(1, 3, side, side, generator=generator)
+    return {
+        "input_ids": ids.to(device),
+        "pixel_values": pixels.to(device, model.dtype),
+        "attention_mask": torch.ones_like(ids).to(device),
+    }
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A 7B-width model the benchmarks can build: its label, full depth, default grid, builder and prompt."""
+
+    label: str
+    full_depth: int
+    default_grid: int
+    build: Callable[[int, torch.dtype, str, int], torch.nn.Module]
+    inputs: Callable[[torch.nn.Module, int], dict[str, torch.Tensor]]
+
+
+BENCH_MODELS = {
+    "qwen2.5-vl-7b": BenchModel("Qwen2.5-VL 7B widths", 28, 36, build_qwen, qwen_inputs),
+    "llava-1.5-7b": BenchModel("LLaVA-1.5 7B widths", 32, 24, build_llava, llava_inputs),
+}
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The flags both benchmark scripts take."""
+    parser.add_argument("--model", choices=sorted(BENCH_MODELS), default="qwen2.5-vl-7b",
+                        help="whose widths: Qwen2.5-VL-7B (M-RoPE, 1,296 visual tokens) or LLaVA-1.5-7B (1D, 576)")
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers (the full models have 28 and 32)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
+    parser.add_argument("--grid", type=int, help="visual tokens per side (default: 36 for Qwen, 24 for LLaVA)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
 
 
 def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
@@ -150,7 +220,12 @@ def _where(options: dict[str, Any]) -> str:
 
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse the flags the benchmark scripts share (--layers, --repeats, --device) when they cannot work."""
+    """Refuse the flags the benchmark scripts share (--layers, --repeats, --device, --grid) when they cannot work;
+    fill in the model's default grid."""
+    if args.grid is None:
+        args.grid = BENCH_MODELS[args.model].default_grid
+    if args.grid < 1:
+        parser.error(f"--grid must be >= 1, got {args.grid}")
     if args.layers < 2:
         parser.error(f"--layers must be >= 2 (in-LLM methods cut at a layer K >= 1), got {args.layers}")
     if args.repeats < 1:
@@ -161,26 +236,23 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=4, help="decoder layers (the 7B model has 28)")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
-    parser.add_argument("--grid", type=int, default=36, help="visual tokens per side (36 -> 1,296 tokens)")
+    add_common_args(parser)
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the visual tokens kept")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
     args = parser.parse_args(argv)
     check_common_args(parser, args)
 
-    model = build_model(args.layers, getattr(torch, args.dtype), args.device)
-    inputs = synthetic_inputs(model, args.grid)
+    bench = BENCH_MODELS[args.model]
+    model = bench.build(args.layers, getattr(torch, args.dtype), args.device, args.grid)
+    inputs = bench.inputs(model, args.grid)
     prefill_seconds(model, inputs)  # warm-up: first-call allocations and kernel selection
     unpruned = _median_seconds(lambda: prefill_seconds(model, inputs), args.repeats)
-    full_depth = unpruned * FULL_DEPTH / args.layers
+    full_depth = unpruned * bench.full_depth / args.layers
 
     n_visual, seq = args.grid**2, inputs["input_ids"].shape[1]
-    print(f"Qwen2.5-VL 7B widths, {args.layers} layers, {args.dtype}, {args.device}; {seq} prompt tokens of which "
+    print(f"{bench.label}, {args.layers} layers, {args.dtype}, {args.device}; {seq} prompt tokens of which "
           f"{n_visual} visual; unpruned prefill {unpruned * 1e3:.0f} ms (median of {args.repeats})\n")
     print("| method | cut | kept visual | select (ms) | select / prefill | "
-          f"select / prefill, {FULL_DEPTH} layers (est.) |")
+          f"select / prefill, {bench.full_depth} layers (est.) |")
     print("|---|---|---|---|---|---|")
     for method, options in method_options(args.layers, args.ratio).items():
         runs = [selection_seconds(model, inputs, method, options) for _ in range(args.repeats)]
