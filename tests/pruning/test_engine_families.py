@@ -150,7 +150,7 @@ def test_each_image_of_a_prompt_has_its_own_budget(family, method):
 
 
 # Pictures that give a global view plus local tiles, per family with a tiled layout.
-TILED_PICTURES = {"internvl": (224, 224)}
+TILED_PICTURES = {"internvl": (224, 224), "deepseek_vl2": (90, 70)}
 
 
 @pytest.mark.parametrize("family", sorted(TILED_PICTURES))

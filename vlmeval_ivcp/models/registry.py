@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import PrunedVLM
+from .deepseek_vl2 import DeepseekVL2
 from .internvl import InternVL
 from .llava import Llava
 from .llava_next import LlavaNext
@@ -19,6 +20,7 @@ MODEL_CLASSES: dict[str, type[PrunedVLM]] = {
     "Llava": Llava,
     "LlavaNext": LlavaNext,
     "InternVL": InternVL,
+    "DeepseekVL2": DeepseekVL2,
 }
 
 # Release settings of IVC-Prune for Qwen2.5-VL: min_pixels = 4·28², max_pixels = 16384·28².
@@ -48,6 +50,9 @@ supported_models: dict[str, partial] = {
     "llava-v1.6-mistral-7b-hf": partial(LlavaNext, model_path="llava-hf/llava-v1.6-mistral-7b-hf"),
     "TinyInternVL": partial(tiny_model, InternVL, "internvl"),
     "InternVL3-8B-hf": partial(InternVL, model_path="OpenGVLab/InternVL3-8B-hf"),
+    "TinyDeepSeek-VL2": partial(tiny_model, DeepseekVL2, "deepseek_vl2"),
+    "deepseek-vl2-small": partial(DeepseekVL2, model_path="deepseek-ai/deepseek-vl2-small"),
+    "deepseek-vl2-tiny": partial(DeepseekVL2, model_path="deepseek-ai/deepseek-vl2-tiny"),
 }
 
 
