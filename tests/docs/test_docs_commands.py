@@ -1,5 +1,6 @@
 """Every command shown in README.md and docs/ still works: configs and run.py flags validate (without loading a
-model), scripts and tools exist and answer --help, make targets and modules exist, Python snippets compile."""
+model), scripts, tools and benchmarks exist and answer --help, make targets and modules exist, Python snippets
+compile."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _check(words: list[str]) -> None:
         config_from_args(build_parser().parse_args(_run_py_args(words)))
     elif words[:2] == ["python", "-m"]:
         assert importlib.util.find_spec(words[2]) is not None, f"no module {words[2]}"
-    elif words[0] in ("python", "bash") and words[1].startswith(("tools/", "scripts/")):
+    elif words[0] in ("python", "bash") and words[1].startswith(("tools/", "scripts/", "benchmarks/")):
         assert (REPO / words[1]).is_file(), f"{words[1]} does not exist"
         interpreter = [sys.executable] if words[0] == "python" else ["bash"]
         result = subprocess.run([*interpreter, words[1], "--help"], cwd=REPO, capture_output=True, text=True)
