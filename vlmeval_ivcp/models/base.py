@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from transformers import AutoTokenizer
 
 from ..evaluation.efficiency import FirstTokenTimer, kv_cache_bytes, prefill_flops, pruned_layer_lengths
 from ..pruning import Pruner, prune
@@ -118,6 +119,18 @@ class PrunedVLM(ABC):
     @abstractmethod
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any) -> tuple[Any, Any]:
         """Load (model, processor) with `from_pretrained`."""
+
+    @staticmethod
+    def load_model_and_tokenizer(
+        model_class: type, model_path: str, attn_implementation: str, dtype: Any, device_map: Any
+    ) -> tuple[Any, Any]:
+        """A stock transformers model and its tokenizer (left padding, as batched generation needs)."""
+        model = model_class.from_pretrained(
+            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer.padding_side = "left"
+        return model, tokenizer
 
     @abstractmethod
     def chat_prompt(self, images: int, text: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, InternVLForConditionalGeneration, InternVLProcessor
+from transformers import InternVLForConditionalGeneration, InternVLProcessor
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     GotOcr2ImageProcessorPil,
     get_optimal_tiled_canvas,
@@ -129,11 +129,9 @@ class InternVL(PrunedVLM):
         super().__init__(model_path, **kwargs)
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
-        model = InternVLForConditionalGeneration.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        model, tokenizer = self.load_model_and_tokenizer(
+            InternVLForConditionalGeneration, model_path, attn_implementation, dtype, device_map
         )
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        tokenizer.padding_side = "left"
         # Assembled by hand: the auto classes may pick the torchvision-backed image processor.
         image_processor = GotOcr2ImageProcessorPil.from_pretrained(model_path)
         processor = ImageOnlyInternVLProcessor(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import AutoTokenizer, CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
 
 from .base import PrunedVLM
 
@@ -28,11 +28,9 @@ class Llava(PrunedVLM):
     grounding_frame = "norm1"
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
-        model = LlavaForConditionalGeneration.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        model, tokenizer = self.load_model_and_tokenizer(
+            LlavaForConditionalGeneration, model_path, attn_implementation, dtype, device_map
         )
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        tokenizer.padding_side = "left"
         # Assembled by hand: the auto classes may pick the torchvision-backed image processor.
         processor = LlavaProcessor(
             CLIPImageProcessorPil.from_pretrained(model_path),

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import (
-    AutoTokenizer,
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessorPil,
     LlavaNextProcessor,
@@ -38,11 +37,9 @@ class LlavaNext(PrunedVLM):
     grounding_frame = "norm1"
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
-        model = LlavaNextForConditionalGeneration.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        model, tokenizer = self.load_model_and_tokenizer(
+            LlavaNextForConditionalGeneration, model_path, attn_implementation, dtype, device_map
         )
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        tokenizer.padding_side = "left"
         # Assembled by hand: the auto classes may pick the torchvision-backed image processor.
         processor = LlavaNextProcessor(
             LlavaNextImageProcessorPil.from_pretrained(model_path),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from .base import PrunedVLM
@@ -48,11 +48,9 @@ class Qwen2_5_VL(PrunedVLM):
         super().__init__(model_path, **kwargs)
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map
+        model, tokenizer = self.load_model_and_tokenizer(
+            Qwen2_5_VLForConditionalGeneration, model_path, attn_implementation, dtype, device_map
         )
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        tokenizer.padding_side = "left"
         processor = ImageOnlyQwenProcessor(Qwen2VLImageProcessorPil.from_pretrained(model_path), tokenizer)
         return model, processor
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from . import TINY_TEXT_WIDTHS, byte_level_tokenizer, random_model
 
@@ -20,6 +21,29 @@ TINY_CLIP_VISION = dict(
 )
 
 
+def llava_tokenizer() -> Any:
+    """The byte-level tokenizer of the tiny LLaVA family, with `<s>`, `</s>`, `<image>` and `<pad>`."""
+    from transformers import Qwen2Tokenizer
+
+    return byte_level_tokenizer(
+        Qwen2Tokenizer, LLAVA_SPECIAL_TOKENS, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+
+def llama_text_config(tokenizer: Any, num_layers: int) -> dict[str, Any]:
+    """The tiny Llama decoder of the LLaVA family."""
+    token = tokenizer.convert_tokens_to_ids
+    return dict(
+        model_type="llama",
+        vocab_size=len(tokenizer),
+        **TINY_TEXT_WIDTHS,
+        num_hidden_layers=num_layers,
+        eos_token_id=token("</s>"),
+        bos_token_id=token("<s>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
     """Write a tiny LLaVA-1.5 checkpoint to `path` (created) and return it.
 
@@ -31,25 +55,14 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
-        Qwen2Tokenizer,
     )
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = byte_level_tokenizer(
-        Qwen2Tokenizer, LLAVA_SPECIAL_TOKENS, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    tokenizer = llava_tokenizer()
     token = tokenizer.convert_tokens_to_ids
     config = LlavaConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(tokenizer),
-            **TINY_TEXT_WIDTHS,
-            num_hidden_layers=num_layers,
-            eos_token_id=token("</s>"),
-            bos_token_id=token("<s>"),
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        text_config=llama_text_config(tokenizer, num_layers),
         vision_config=TINY_CLIP_VISION,
         image_token_id=token("<image>"),
         vision_feature_layer=-2,

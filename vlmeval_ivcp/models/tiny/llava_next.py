@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import TINY_TEXT_WIDTHS, byte_level_tokenizer, random_model
-from .llava import LLAVA_SPECIAL_TOKENS, TINY_CLIP_VISION
+from . import random_model
+from .llava import TINY_CLIP_VISION, llama_text_config, llava_tokenizer
 
 # (height, width) of the tilings: 1x1, 1x2, 2x1 and 2x2 tiles of 56 pixels.
 TINY_GRID_PINPOINTS = [[56, 56], [56, 112], [112, 56], [112, 112]]
@@ -33,25 +33,14 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessorPil,
         LlavaNextProcessor,
-        Qwen2Tokenizer,
     )
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = byte_level_tokenizer(
-        Qwen2Tokenizer, LLAVA_SPECIAL_TOKENS, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    tokenizer = llava_tokenizer()
     token = tokenizer.convert_tokens_to_ids
     config = LlavaNextConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(tokenizer),
-            **TINY_TEXT_WIDTHS,
-            num_hidden_layers=num_layers,
-            eos_token_id=token("</s>"),
-            bos_token_id=token("<s>"),
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        text_config=llama_text_config(tokenizer, num_layers),
         vision_config=TINY_CLIP_VISION,
         image_token_id=token("<image>"),
         image_grid_pinpoints=TINY_GRID_PINPOINTS,
