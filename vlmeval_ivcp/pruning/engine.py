@@ -17,9 +17,7 @@ Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,56 +27,15 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from .arch import arch_for, get_submodule, rope_spec
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
-from .context import Selection, SelectionContext
 from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
 from .layout import ImageLayout
 from .registry import MethodSpec, get_method, make_config, method_of_config
+from .selection import select_cut
+from .state import PrefillRecord, PromptState, clock
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 _MARKER = "_vlmeval_ivcp_pruner"
-
-
-@dataclass
-class PrefillRecord:
-    """What the last prefill chose, per sample (indices count the image tokens of the prompt, 0 .. L-1).
-
-    Attributes:
-        n_visual (`list[int]`): visual tokens of each sample.
-        kept (`list[LongTensor]`): the visual tokens that survived every cut.
-        stages (`list[list[Selection]]`): per cut, per sample, the method's own answer (with its named parts),
-            in the indices of the visual tokens that reached that cut.
-        select_seconds (`float`): time spent choosing (capturing the method's inputs, scoring and selection, all
-            cuts, whole batch).
-        cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill.
-    """
-
-    n_visual: list[int]
-    kept: list[torch.Tensor] = field(default_factory=list)
-    stages: list[list[Selection]] = field(default_factory=list)
-    select_seconds: float = 0.0
-    cache_lengths: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _PromptState:
-    """Per-prompt bookkeeping, rebuilt at every prefill."""
-
-    prompt_len: int
-    visual_mask: torch.Tensor  # [B, S] bool
-    real_mask: torch.Tensor  # [B, S] bool, False at padding
-    image_of: torch.Tensor  # [B, S] image ordinal of each visual token, -1 elsewhere
-    layouts: Layouts | None  # per sample, per image
-    record: PrefillRecord
-    rope_positions: torch.Tensor | None = None  # [A, B, S]
-    base_keep: torch.Tensor | None = None  # [B, n] prompt positions the text model ran on
-    keep: torch.Tensor | None = None  # [B, n] prompt positions alive now
-    stage_keeps: list[torch.Tensor] = field(default_factory=list)  # prompt positions alive after each cut
-    stage_kwargs: dict[str, Any] | None = None  # gathered layer kwargs of the current stage
-    captured: dict[str, torch.Tensor] = field(default_factory=dict)
-    held: list[torch.Tensor] | None = None  # per layer, prompt positions its cache holds
-    held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
-    generated: int = 0
 
 
 class Pruner:
@@ -105,7 +62,7 @@ class Pruner:
         self._image_token_id = int(getattr(model.config, arch.image_token_attr))
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
-        self._state: _PromptState | None = None
+        self._state: PromptState | None = None
         self._pending_layouts: Sequence[Sequence[ImageLayout]] | None = None
         self._taps: list[AttentionTap] = []
         self.last: PrefillRecord | None = None
@@ -200,7 +157,7 @@ class Pruner:
         image_of = torch.stack(
             [image_ordinals(visual_mask[row], layouts[row] if layouts else None) for row in range(len(counts))]
         )
-        self._state = _PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, PrefillRecord(counts))
+        self._state = PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, PrefillRecord(counts))
         for tap in self._taps:
             tap.armed = True
         return None
@@ -231,7 +188,7 @@ class Pruner:
             return args, kwargs
         return None
 
-    def _next_positions(self, state: _PromptState) -> torch.Tensor:
+    def _next_positions(self, state: PromptState) -> torch.Tensor:
         """Original position ids of the next token, in the shape the model's forward takes."""
         assert state.rope_positions is not None
         nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
@@ -268,7 +225,7 @@ class Pruner:
         state.base_keep = state.keep
         return args, kwargs
 
-    def _decode_text_kwargs(self, state: _PromptState, kwargs: dict) -> dict:
+    def _decode_text_kwargs(self, state: PromptState, kwargs: dict) -> dict:
         assert state.held is not None and state.rope_positions is not None
         positions = kwargs.get("position_ids")
         first_full = state.held[0].shape[1] == state.prompt_len
@@ -313,7 +270,7 @@ class Pruner:
 
         return hook
 
-    def _gather_layer_kwargs(self, state: _PromptState, kwargs: dict) -> dict[str, Any]:
+    def _gather_layer_kwargs(self, state: PromptState, kwargs: dict) -> dict[str, Any]:
         """The layer inputs that depend on the sequence, restricted to the tokens alive now."""
         rel = position_in(state.keep, state.base_keep)
         gathered: dict[str, Any] = {}
@@ -332,7 +289,7 @@ class Pruner:
             gathered["attention_mask"] = gather_mask(mask, rel if mask is not None and mask.dim() == 4 else None, rel)
         return gathered
 
-    def _decode_layer_kwargs(self, state: _PromptState, index: int, args: tuple, kwargs: dict):
+    def _decode_layer_kwargs(self, state: PromptState, index: int, args: tuple, kwargs: dict):
         assert state.held_in_first is not None
         cols_in_first = state.held_in_first[index]
         mask = kwargs.get("attention_mask")
@@ -352,7 +309,7 @@ class Pruner:
             return
         self._finish_prefill(state, getattr(output, "past_key_values", None))
 
-    def _finish_prefill(self, state: _PromptState, cache: Any) -> None:
+    def _finish_prefill(self, state: PromptState, cache: Any) -> None:
         # Which prompt positions each layer saw: the text model's input, then each in-LLM cut's survivors.
         in_llm_keeps = iter(state.stage_keeps[1:] if self._cuts[0].layer == 0 else state.stage_keeps)
         held, current = [], state.base_keep
@@ -391,7 +348,7 @@ class Pruner:
         state = self._state
         if state is None or state.held is not None:
             return
-        start = _clock(query)
+        start = clock(query)
         n_heads = query.shape[1]
         if "values" in self.method.needs:
             state.captured["values"] = expand_heads(value, n_heads)
@@ -400,101 +357,14 @@ class Pruner:
             state.captured["keys"] = expand_heads(key, n_heads)
             state.captured["scaling"] = torch.tensor(scaling)
         # Keeping copies of the states is work the unpruned model does not do: it counts as selection time.
-        state.record.select_seconds += _clock(query) - start
+        state.record.select_seconds += clock(query) - start
 
-    # ------------------------------------------------------------------ selection
-    def _select(self, state: _PromptState, cut: Cut, hidden: torch.Tensor, captured: dict) -> torch.Tensor:
-        """Choose the kept tokens of every sample at `cut`; returns their positions in the current sequence."""
-        start = _clock(hidden)
-        keep = state.keep  # [B, n] prompt positions alive now
-        visual = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device)).to(hidden.device)
-        image_of = torch.gather(state.image_of.to(keep.device), 1, keep).to(hidden.device)
-        real = torch.gather(state.real_mask.to(keep.device), 1, keep).to(hidden.device)
-        positions = gather_positions(state.rope_positions, keep)
-        rows, selections = [], []
-        for row in range(keep.shape[0]):
-            visual_index = visual[row].nonzero().flatten()
-            # Every image is its own span with its own budget; the text query is what follows the last image.
-            sample = dict(
-                query_index=torch.arange(int(visual_index[-1]) + 1, keep.shape[1], device=hidden.device),
-                text_index=(~visual[row] & real[row]).nonzero().flatten(),
-                key_mask=real[row],
-                position_ids=positions[:, row],
-                rope=self._rope,
-                hidden_states=hidden[row] if "hidden_states" in self.method.needs or cut.layer == 0 else None,
-                values=captured["values"][row] if "values" in captured else None,
-                queries=captured["queries"][row] if "queries" in captured else None,
-                keys=captured["keys"][row] if "keys" in captured else None,
-                scaling=float(captured["scaling"]) if "scaling" in captured else None,
-                seed=self.config.seed,
-            )
-            parts = []
-            for image in range(int(image_of[row].max()) + 1):
-                image_index = (image_of[row] == image).nonzero().flatten()
-                layout = _intact_layout(state.layouts, row, image, image_index.numel())
-                ctx = SelectionContext(
-                    n_keep=max(1, round(cut.ratio * image_index.numel())),
-                    visual_index=image_index,
-                    layout=layout,
-                    grid=layout.view_grid() if layout is not None else None,
-                    **sample,
-                )
-                selection = self.method.select(ctx, self.config)
-                _check_selection(selection, ctx, self.method.name)
-                parts.append((ctx, selection))
-            selection = _merge(parts)
-            alive = ~visual[row]
-            alive[visual_index[selection.keep.to(hidden.device)]] = True
-            rows.append(alive.nonzero().flatten())
-            selections.append(selection)
-        counts = sorted({len(r) for r in rows})
-        if len(counts) > 1:
-            raise ValueError(
-                f"the rows of this batch keep different numbers of tokens {counts}: batch prompts whose images give "
-                "the same number of visual tokens, or run them one at a time"
-            )
-        rel = torch.stack(rows)
-        state.keep = torch.gather(keep, 1, rel.to(keep.device))
-        state.record.stages.append(selections)
-        state.stage_keeps.append(state.keep)
-        state.record.select_seconds += _clock(hidden) - start
-        return rel
-
-
-def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:
-    """The image's layout while all its tokens are alive (after an earlier cut the survivors no longer fit it)."""
-    if layouts is None or image >= len(layouts[row]):
-        return None
-    layout = layouts[row][image]
-    return layout if layout is not None and layout.n_tokens == n_tokens else None
-
-
-def _merge(parts: list[tuple[SelectionContext, Selection]]) -> Selection:
-    """One sample's selection from its images' (indices shifted from each image's tokens to the sample's)."""
-    keeps, named, offset = [], {}, 0
-    for ctx, selection in parts:
-        device = selection.keep.device
-        keeps.append(selection.keep + offset)
-        for name, part in selection.parts.items():
-            named.setdefault(name, []).append(part.to(device) + offset)
-        offset += ctx.n_visual
-    return Selection(torch.cat(keeps), {name: torch.cat(values) for name, values in named.items()})
-
-
-def _check_selection(selection: Selection, ctx: SelectionContext, name: str) -> None:
-    keep = selection.keep
-    if keep.numel() == 0 or int(keep.min()) < 0 or int(keep.max()) >= ctx.n_visual:
-        raise ValueError(f"method {name!r} returned indices outside [0, {ctx.n_visual}) or none at all")
+    def _select(self, state: PromptState, cut: Cut, hidden: torch.Tensor, captured: dict) -> torch.Tensor:
+        return select_cut(state, cut, hidden, captured, self.method, self.config, self._rope)
 
 
 def _is_dynamic(cache: Any) -> bool:
     return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def _clock(tensor: torch.Tensor) -> float:
-    if tensor.is_cuda:
-        torch.cuda.synchronize(tensor.device)
-    return time.perf_counter()
 
 
 def _rope_rows(position_ids: torch.Tensor | None, batch: int, seq: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""Per-prefill bookkeeping of the engine: what the last prefill chose (published) and the prompt's working state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .context import Selection
+from .images import Layouts
+
+
+@dataclass
+class PrefillRecord:
+    """What the last prefill chose, per sample (indices count the image tokens of the prompt, 0 .. L-1).
+
+    Attributes:
+        n_visual (`list[int]`): visual tokens of each sample.
+        kept (`list[LongTensor]`): the visual tokens that survived every cut.
+        stages (`list[list[Selection]]`): per cut, per sample, the method's own answer (with its named parts),
+            in the indices of the visual tokens that reached that cut.
+        select_seconds (`float`): time spent choosing (capturing the method's inputs, scoring and selection, all
+            cuts, whole batch).
+        cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill.
+    """
+
+    n_visual: list[int]
+    kept: list[torch.Tensor] = field(default_factory=list)
+    stages: list[list[Selection]] = field(default_factory=list)
+    select_seconds: float = 0.0
+    cache_lengths: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PromptState:
+    """Per-prompt bookkeeping, rebuilt at every prefill."""
+
+    prompt_len: int
+    visual_mask: torch.Tensor  # [B, S] bool
+    real_mask: torch.Tensor  # [B, S] bool, False at padding
+    image_of: torch.Tensor  # [B, S] image ordinal of each visual token, -1 elsewhere
+    layouts: Layouts | None  # per sample, per image
+    record: PrefillRecord
+    rope_positions: torch.Tensor | None = None  # [A, B, S]
+    base_keep: torch.Tensor | None = None  # [B, n] prompt positions the text model ran on
+    keep: torch.Tensor | None = None  # [B, n] prompt positions alive now
+    stage_keeps: list[torch.Tensor] = field(default_factory=list)  # prompt positions alive after each cut
+    stage_kwargs: dict[str, Any] | None = None  # gathered layer kwargs of the current stage
+    captured: dict[str, torch.Tensor] = field(default_factory=dict)
+    held: list[torch.Tensor] | None = None  # per layer, prompt positions its cache holds
+    held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
+    generated: int = 0
+
+
+
+def clock(tensor: torch.Tensor) -> float:
+    """A monotonic time stamp taken after the tensor's device has finished its queued work."""
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)
+    return time.perf_counter()
