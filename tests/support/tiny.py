@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import import_module
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from vlmeval_ivcp.models.base import PrunedVLM
+from vlmeval_ivcp.models.registry import MODEL_CLASSES
 from vlmeval_ivcp.models.tiny import tiny_checkpoint
 
 TINY_ROOT = Path(__file__).resolve().parents[2] / ".make" / "tiny-models"
 
-# family -> (adapter module:class, constructor options of the tiny checkpoint)
+# family -> (adapter class name in MODEL_CLASSES, constructor options of the tiny checkpoint)
 ADAPTERS = {
-    "qwen2_5_vl": ("qwen2_5_vl:Qwen2_5_VL", dict(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)),
-    "llava": ("llava:Llava", {}),
-    "llava_next": ("llava_next:LlavaNext", {}),
-    "internvl": ("internvl:InternVL", {}),
-    "deepseek_vl2": ("deepseek_vl2.adapter:DeepseekVL2", {}),
+    "qwen2_5_vl": ("Qwen2_5_VL", dict(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)),
+    "llava": ("Llava", {}),
+    "llava_next": ("LlavaNext", {}),
+    "internvl": ("InternVL", {}),
+    "deepseek_vl2": ("DeepseekVL2", {}),
 }
 FAMILIES = tuple(ADAPTERS)
 
@@ -33,9 +33,8 @@ def tiny_path(family: str = "qwen2_5_vl") -> Path:
 @lru_cache(maxsize=None)
 def tiny_wrapper(attn: str = "sdpa", dtype: str = "float32", family: str = "qwen2_5_vl") -> PrunedVLM:
     """The unpruned tiny wrapper of `family` (tests attach pruners to `.model` themselves and must remove them)."""
-    target, options = ADAPTERS[family]
-    module, name = target.split(":")
-    cls = getattr(import_module(f"vlmeval_ivcp.models.{module}"), name)
+    name, options = ADAPTERS[family]
+    cls = MODEL_CLASSES[name]
     return cls(str(tiny_path(family)), attn_implementation=attn, dtype=dtype, max_new_tokens=8, **options)
 
 

@@ -14,6 +14,15 @@ IMAGE_PLACEHOLDER = "<image>\n"
 CLIP_EXTRA_TOKENS = 1
 
 
+def clip_token_options(config: Any) -> dict[str, Any]:
+    """What a LLaVA-family processor needs to count a CLIP tower's image tokens, read from the model config."""
+    return dict(
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=CLIP_EXTRA_TOKENS,
+    )
+
+
 def llava_chat_prompt(images: int, text: str) -> str:
     """LLaVA-1.5's conversation format for one user turn: the images first, then the text, then the assistant cue."""
     return f"USER: {IMAGE_PLACEHOLDER * images}{text} ASSISTANT:"
@@ -33,11 +42,7 @@ class Llava(PrunedVLM):
         )
         # Assembled by hand: the auto classes may pick the torchvision-backed image processor.
         processor = LlavaProcessor(
-            CLIPImageProcessorPil.from_pretrained(model_path),
-            tokenizer,
-            patch_size=model.config.vision_config.patch_size,
-            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-            num_additional_image_tokens=CLIP_EXTRA_TOKENS,
+            CLIPImageProcessorPil.from_pretrained(model_path), tokenizer, **clip_token_options(model.config)
         )
         return model, processor
 

@@ -12,7 +12,7 @@ from transformers import (
 )
 
 from .base import PrunedVLM
-from .llava import CLIP_EXTRA_TOKENS, llava_chat_prompt
+from .llava import clip_token_options, llava_chat_prompt
 
 
 def _shipped_chat_template(model_path: str, tokenizer: Any) -> str | None:
@@ -44,9 +44,7 @@ class LlavaNext(PrunedVLM):
         processor = LlavaNextProcessor(
             LlavaNextImageProcessorPil.from_pretrained(model_path),
             tokenizer,
-            patch_size=model.config.vision_config.patch_size,
-            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-            num_additional_image_tokens=CLIP_EXTRA_TOKENS,
+            **clip_token_options(model.config),
             chat_template=_shipped_chat_template(model_path, tokenizer),
         )
         return model, processor

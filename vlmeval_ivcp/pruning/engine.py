@@ -214,7 +214,7 @@ class Pruner:
         state.base_keep = state.keep = full
         if self._cuts[0].layer != 0:
             return None
-        rel = self._select(state, self._cuts[0], embeds, captured={})
+        rel = select_cut(state, self._cuts[0], embeds, {}, self.method, self.config, self._rope)
         kwargs = dict(kwargs, inputs_embeds=gather_seq(embeds, rel))
         if kwargs.get("position_ids") is None:
             kwargs["position_ids"] = full.clone()
@@ -260,7 +260,9 @@ class Pruner:
                 return self._decode_layer_kwargs(state, index, args, kwargs)
             if index in self._cut_at:
                 hidden = args[0]
-                rel = self._select(state, self._cut_at[index], hidden, state.captured)
+                rel = select_cut(
+                    state, self._cut_at[index], hidden, state.captured, self.method, self.config, self._rope
+                )
                 state.captured = {}
                 args = (gather_seq(hidden, rel),) + args[1:]
                 state.stage_kwargs = self._gather_layer_kwargs(state, kwargs)
@@ -358,9 +360,6 @@ class Pruner:
             state.captured["scaling"] = torch.tensor(scaling)
         # Keeping copies of the states is work the unpruned model does not do: it counts as selection time.
         state.record.select_seconds += clock(query) - start
-
-    def _select(self, state: PromptState, cut: Cut, hidden: torch.Tensor, captured: dict) -> torch.Tensor:
-        return select_cut(state, cut, hidden, captured, self.method, self.config, self._rope)
 
 
 def _is_dynamic(cache: Any) -> bool:

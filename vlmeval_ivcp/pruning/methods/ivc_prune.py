@@ -261,8 +261,9 @@ def ivc_prune(ctx: SelectionContext, config: IVCPruneConfig) -> Selection:
     """
     if ctx.values is None:
         raise ValueError("ivc_prune needs the value vectors of layer K-1 (ctx.values), got None")
-    if ctx.layout is not None and local_grid(ctx.layout) is not None:
-        return _tiled_ivc_prune(ctx, config, ctx.layout)
+    tiles = local_grid(ctx.layout) if ctx.layout is not None else None
+    if tiles is not None:
+        return _tiled_ivc_prune(ctx, config, ctx.layout, tiles)
     n_visual = ctx.n_visual
     c, s = ivc_scores(ctx.position_ids[:, ctx.visual_index], ctx.rope, config.mrope_mode)
     n_ivc = config.ivc_count(n_visual)
@@ -279,9 +280,12 @@ def ivc_prune(ctx: SelectionContext, config: IVCPruneConfig) -> Selection:
     return Selection(keep=keep, parts=parts)
 
 
-def _tiled_ivc_prune(ctx: SelectionContext, config: IVCPruneConfig, layout: ImageLayout) -> Selection:
-    """The release's rule for a global view plus local tiles (see `ivc_views`): scores on the global view, mapped
-    onto the tiles, per-view IVC, separators kept; trimmed or filled to `ctx.n_keep` by refined relevance."""
+def _tiled_ivc_prune(
+    ctx: SelectionContext, config: IVCPruneConfig, layout: ImageLayout, tiles: torch.Tensor
+) -> Selection:
+    """The release's rule for a global view plus local tiles (see `ivc_views`; `tiles` is `local_grid(layout)`):
+    scores on the global view, mapped onto the tiles, per-view IVC, separators kept; trimmed or filled to
+    `ctx.n_keep` by refined relevance."""
     global_view = next((view for view in layout.views if view.kind == "global"), None)
     if global_view is None:
         raise ValueError(f"a tiled image needs a global view (thumbnail) to score: {layout}")
@@ -301,7 +305,7 @@ def _tiled_ivc_prune(ctx: SelectionContext, config: IVCPruneConfig, layout: Imag
     priority = first_occurrences(torch.cat([seeds, by_score(ivc[torch.isin(ivc, global_cells)], r)]))
     global_keep = first_occurrences(torch.cat([priority, by_score(global_cells, r)]))
     global_keep = global_keep[: max(round(0.5 * global_cells.numel()), priority.numel())]
-    mapped = covered_cells(global_keep, global_view, local_grid(layout).to(device))
+    mapped = covered_cells(global_keep, global_view, tiles.to(device))
     separators = layout.separators().to(device)
     order = [separators, seeds, by_score(ivc, r), by_score(torch.cat([global_keep, mapped]), r)]
     if config.fill:
