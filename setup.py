@@ -12,7 +12,7 @@ setup(
     package_data={"vlmeval_ivcp": ["assets/*"]},
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0,<6",
+        "transformers>=5.24,<5.25",
         "pillow",
         "pandas",
         "pyyaml",

@@ -62,7 +62,7 @@ def method_options(method: str, layers: int, ratio: float) -> dict[str, Any]:
 
 def _prefill_cache(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
     with torch.no_grad():
-        return model(**inputs, use_cache=True, logits_to_keep=1).past_key_values
+        return model(**inputs, use_cache=True, logits_to_keep=1).cache
 
 
 def measure(model: torch.nn.Module, inputs: dict[str, torch.Tensor], method: str, ratio: float, repeats: int,

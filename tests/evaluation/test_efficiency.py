@@ -110,7 +110,7 @@ def test_pruned_layer_lengths_refuse_a_record_of_other_cuts():
 
 def _prefill_cache(model, inputs):
     with torch.no_grad():
-        return model(**inputs, use_cache=True).past_key_values
+        return model(**inputs, use_cache=True).cache
 
 
 @pytest.mark.parametrize("policy", ["all", "after"])

@@ -89,7 +89,7 @@ def test_a_second_turn_from_a_returned_cache_is_refused():
             inputs["mm_token_type_ids"], (0, follow_up["input_ids"].shape[1] - inputs["input_ids"].shape[1])
         )
         with pytest.raises(ValueError, match="second turn"):
-            model.generate(**follow_up, past_key_values=first.past_key_values, max_new_tokens=2)
+            model.generate(**follow_up, cache=first.cache, max_new_tokens=2)
 
 
 def test_wrong_decode_positions_are_refused():
@@ -101,8 +101,25 @@ def test_wrong_decode_positions_are_refused():
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         wrong = torch.zeros(3, 1, 1, dtype=torch.long)
         with pytest.raises(ValueError, match="do not continue the pruned prompt"):
-            model(input_ids=token, past_key_values=out.past_key_values, position_ids=wrong, use_cache=True)
+            model(input_ids=token, cache=out.cache, position_ids=wrong, use_cache=True)
 
+
+
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
+def test_a_decode_step_may_still_name_the_cache_past_key_values():
+    """transformers' deprecated alias reaches the hooks as given when a caller runs the inner model directly."""
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS[1])
+    steps = {}
+    for name in ("cache", "past_key_values"):
+        with prune(model, "random", ratio=0.5, layer=2, seed=0), torch.no_grad():
+            out = model(**inputs, use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            mask = torch.cat([inputs["attention_mask"], torch.ones_like(token)], dim=1)
+            step = model.model(input_ids=token, attention_mask=mask, use_cache=True, **{name: out.cache})
+            steps[name] = step.last_hidden_state
+    assert torch.equal(steps["cache"], steps["past_key_values"])
 
 @pytest.mark.parametrize(
     "options,error,match",

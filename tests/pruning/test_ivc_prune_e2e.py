@@ -38,7 +38,7 @@ def _run_recording_layer_inputs(model, inputs):
     ]
     try:
         with torch.no_grad():
-            cache = model(**inputs, use_cache=True).past_key_values
+            cache = model(**inputs, use_cache=True).cache
     finally:
         for hook in hooks:
             hook.remove()

@@ -77,7 +77,7 @@ def test_generates_and_keeps_the_requested_count_on_every_family(family, method,
     expected = [prompt_len - n_visual + count for count in per_layer]
     assert pruner.last.cache_lengths == expected
     # generate() fed NEW_TOKENS - 1 tokens after the prompt.
-    assert [layer.keys.shape[2] for layer in out.past_key_values.layers] == [n + NEW_TOKENS - 1 for n in expected]
+    assert [layer.keys.shape[2] for layer in out.cache.layers] == [n + NEW_TOKENS - 1 for n in expected]
 
 
 def _kept_tokens_logits(model, inputs: dict, keep: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:

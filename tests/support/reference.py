@@ -161,11 +161,11 @@ def forward_decode_loop(model, inputs: dict, steps: int = 3, **prefill_kwargs) -
     cache."""
     with torch.no_grad():
         out = model(**inputs, **prefill_kwargs, use_cache=True)
-        cache, mask, logits = out.past_key_values, inputs["attention_mask"], [out.logits[:, -1]]
+        cache, mask, logits = out.cache, inputs["attention_mask"], [out.logits[:, -1]]
         for _ in range(steps):
             token = logits[-1].argmax(-1, keepdim=True)
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-            out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
+            cache = out.cache
             logits.append(out.logits[:, -1])
     return torch.stack(logits, 1), cache

@@ -179,7 +179,7 @@ class PrunedVLM(ABC):
         # the prefill.
         probe = self.model.register_forward_hook(
             lambda module, args, kwargs, out: None if prefill_kv else prefill_kv.append(
-                kv_cache_bytes(out.past_key_values)),
+                kv_cache_bytes(out.cache)),
             with_kwargs=True,
         )
         timer = FirstTokenTimer()

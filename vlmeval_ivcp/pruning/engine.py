@@ -130,7 +130,7 @@ class Pruner:
     # ------------------------------------------------------------------ hooks
     def _on_multimodal(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
+        cache = _cache_in(kwargs)
         if cache is not None and not _is_dynamic(cache):
             raise ValueError(
                 f"pruning needs a DynamicCache (layers change length), got {type(cache).__name__} with layers "
@@ -181,7 +181,7 @@ class Pruner:
                 f"this cache holds {cache.get_seq_length()} tokens and {new_tokens} new token(s) were given, but the "
                 f"pruned prefill left {expected} and decoding feeds one token at a time: continuing a pruned cache "
                 "from another prefill or with several new tokens (a second turn) is not supported; run a fresh "
-                "prefill (generate() without past_key_values) on the whole conversation"
+                "prefill (generate() without a cache) on the whole conversation"
             )
         if kwargs.get("position_ids") is None:
             kwargs = dict(kwargs, position_ids=self._next_positions(state))
@@ -198,7 +198,7 @@ class Pruner:
         state = self._state
         if state is None:
             return None
-        cache = kwargs.get("past_key_values")
+        cache = _cache_in(kwargs)
         if cache is not None and cache.get_seq_length() > 0:
             return args, self._decode_text_kwargs(state, kwargs)
         embeds = kwargs["inputs_embeds"]
@@ -309,7 +309,7 @@ class Pruner:
         if state.held is not None:
             state.generated += 1
             return
-        self._finish_prefill(state, getattr(output, "past_key_values", None))
+        self._finish_prefill(state, getattr(output, "cache", None))
 
     def _finish_prefill(self, state: PromptState, cache: Any) -> None:
         # Which prompt positions each layer saw: the text model's input, then each in-LLM cut's survivors.
@@ -360,6 +360,12 @@ class Pruner:
             state.captured["scaling"] = torch.tensor(scaling)
         # Keeping copies of the states is work the unpruned model does not do: it counts as selection time.
         state.record.select_seconds += clock(query) - start
+
+
+def _cache_in(kwargs: dict) -> Any:
+    """The KV cache a forward was called with: `cache`, or its alias `past_key_values` (deprecated in 5.24, accepted
+    by transformers until 5.40; hooks see the name the caller used)."""
+    return kwargs["cache"] if kwargs.get("cache") is not None else kwargs.get("past_key_values")
 
 
 def _is_dynamic(cache: Any) -> bool:

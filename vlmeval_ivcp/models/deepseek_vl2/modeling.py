@@ -27,6 +27,7 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .checkpoint import IGNORED_OFFICIAL_KEYS, register_official_key_mapping
 from .configuration import DeepseekVL2Config
@@ -79,7 +80,6 @@ class DeepseekVL2PreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["SiglipEncoderLayer", "DeepseekV2DecoderLayer", "DeepseekOcr2TextDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _keys_to_ignore_on_load_unexpected = list(IGNORED_OFFICIAL_KEYS)
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -158,6 +158,7 @@ class DeepseekVL2Model(DeepseekVL2PreTrainedModel):
             view += 1 + width_tiles * height_tiles
         return torch.cat(images)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -165,7 +166,7 @@ class DeepseekVL2Model(DeepseekVL2PreTrainedModel):
         images_spatial_crop: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Any,
@@ -180,7 +181,7 @@ class DeepseekVL2Model(DeepseekVL2PreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
@@ -234,6 +235,7 @@ class DeepseekVL2ForCausalLM(DeepseekVL2PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -241,7 +243,7 @@ class DeepseekVL2ForCausalLM(DeepseekVL2PreTrainedModel, GenerationMixin):
         images_spatial_crop: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -255,7 +257,7 @@ class DeepseekVL2ForCausalLM(DeepseekVL2PreTrainedModel, GenerationMixin):
             images_spatial_crop=images_spatial_crop,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -264,7 +266,7 @@ class DeepseekVL2ForCausalLM(DeepseekVL2PreTrainedModel, GenerationMixin):
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         return CausalLMOutputWithPast(
             logits=self.lm_head(hidden[:, keep]),
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
