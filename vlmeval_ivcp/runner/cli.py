@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import ConfigError, load_config, parse_config
 from ..evaluation.judge import Judge
+from .plan import format_plan, plan
 from .run import MODES, format_table, run
 
 
@@ -35,9 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
         "and OPENAI_API_KEY); default: exact matching only",
     )
     parser.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="answer only N more rows of each dataset in every run (per rank), score nothing, then print the plan: "
+        "a quick timing of the whole config, which the full run later resumes from",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the rows left per run and dataset and the expected time, from rows already answered; loads no "
+        "model",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error instead of a one-line message"
     )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace):
@@ -61,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
+        if args.plan:
+            print(format_plan(plan(config)))
+            return 0
+        if args.limit and args.mode == "eval":
+            raise ConfigError("--limit answers rows: it goes with --mode all or infer, not eval")
         # Judge answers are cached beside the results, so a re-scored run asks the server nothing twice.
         judge = Judge(args.judge, cache_path=Path(config.work_dir) / "judge_cache.jsonl") if args.judge else None
         # Finished rows are already on disk when an error stops the run: a re-run resumes after them.
-        summaries = run(config, mode=args.mode, judge=judge)
+        summaries = run(config, mode="infer" if args.limit else args.mode, judge=judge, limit=args.limit)
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
         if args.traceback:
             raise
@@ -72,5 +98,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.py: error: {message} (finished rows are kept; --traceback shows where)", file=sys.stderr)
         return 2
     if summaries:  # only rank 0 of a torchrun launch has them
-        print(format_table(summaries))
+        print(format_plan(plan(config)) if args.limit else format_table(summaries))
     return 0

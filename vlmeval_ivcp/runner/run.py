@@ -63,31 +63,46 @@ def _write_json(path: Path, payload: Any) -> None:
 MODES = ("all", "infer", "eval")
 
 
+def prediction_stem(work_dir: str, model_name: str, run_name: str, dataset: str) -> Path:
+    """`<work_dir>/<model>/<run>/<model>_<dataset>`: the stem of a dataset's prediction, table and score files."""
+    return Path(work_dir) / model_name / run_name / f"{model_name}_{dataset}"
+
+
+def prediction_files(stem: Path) -> list[Path]:
+    """`<stem>.jsonl` and the per-rank files of a dataset, including those left by a launch with another world
+    size."""
+    return [Path(f"{stem}.jsonl"), *_shard_files(stem)]
+
+
 def _shard_files(stem: Path) -> list[Path]:
-    """Per-rank prediction files of a dataset, including those left by a launch with another world size."""
     return sorted(stem.parent.glob(f"{glob.escape(stem.name)}.rank*.jsonl"))
 
 
-def infer_dataset(wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str) -> None:
-    """Answers this rank's share of the rows not yet stored, then waits for every rank to finish its share.
+def infer_dataset(
+    wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str, limit: int | None = None
+) -> None:
+    """Answers this rank's share of the rows not yet stored (at most `limit` of them), then waits for every rank to
+    finish its share.
 
     A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
-    Rows already in any of these files (from an earlier, killed run of any world size) are skipped.
+    Rows already in any of these files (from an earlier, killed or `limit`ed run of any world size) are skipped.
     """
-    merged = Path(f"{stem}.jsonl")
     done: dict[Any, dict] = {}
-    for path in [merged, *_shard_files(stem)]:
+    for path in prediction_files(stem):
         done.update(PredictionStore(path).done())
     ranks.barrier()  # every rank has read (and trimmed) the files before any rank appends to them
-    own = merged if ranks.world_size == 1 else Path(f"{stem}.rank{ranks.rank}.jsonl")
+    own = Path(f"{stem}.jsonl") if ranks.world_size == 1 else Path(f"{stem}.rank{ranks.rank}.jsonl")
     store = PredictionStore(own)
     indices = dataset.data["index"].tolist()
     positions = shard_indices(range(len(indices)), ranks.rank, ranks.world_size)
-    pending = [position for position in positions if normalize_index(indices[position]) not in done]
+    pending = [position for position in positions if normalize_index(indices[position]) not in done][:limit]
     for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
+        started = time.perf_counter()
         prediction = wrapper.generate(dataset.message(position), dataset=dataset.name)
         stats = wrapper.stats
         record = {"index": indices[position], "prediction": prediction}
+        # Wall time of the whole row (image loading and processing included): what `--plan` extrapolates from.
+        record["row_seconds"] = time.perf_counter() - started
         store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
     ranks.barrier()  # every shard is complete before rank 0 merges them
 
@@ -129,7 +144,7 @@ def load_predictions(stem: Path, indices: list[Any]) -> dict[Any, dict]:
 def predictions_table(dataset: Any, records: dict[Any, dict]) -> pd.DataFrame:
     """The dataset's columns but `image`, plus the prediction and the per-row costs."""
     table = dataset.data.drop(columns=[c for c in ("image",) if c in dataset.data.columns]).copy()
-    for key in ("prediction",) + ROW_STATS:
+    for key in ("prediction", "row_seconds") + ROW_STATS:
         table[key] = [records[index].get(key) for index in table["index"]]
     return table
 
@@ -156,10 +171,12 @@ def run_point(
     ranks: Ranks,
     mode: str = "all",
     judge: Any = None,
+    limit: int | None = None,
 ) -> dict | None:
     """One grid point over every dataset; returns its summary row on rank 0 (`None` on the other ranks).
 
-    `wrapper` is `None` in `eval` mode, which only scores stored predictions.
+    `wrapper` is `None` in `eval` mode, which only scores stored predictions. With `limit`, at most that many rows of
+    each dataset are answered (per rank) and nothing is merged, scored or written to `run.json`.
     """
     run_dir = Path(config.work_dir) / model_name / point.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,10 +190,10 @@ def run_point(
             write_demo_mcq(config.data_root or lmu_root())
         ranks.barrier()  # the demo data exists before other ranks read it
         dataset = _build_dataset(name, config.data_root, wrapper)
-        stem = run_dir / f"{model_name}_{name}"
+        stem = prediction_stem(config.work_dir, model_name, point.name, name)
         if mode in ("all", "infer"):
-            infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}")
-        if not ranks.is_main:
+            infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit)
+        if not ranks.is_main or limit is not None:
             continue
         indices = dataset.data["index"].tolist()
         merge_predictions(stem, indices)  # eval mode may find shards of an inference that was not merged
@@ -203,6 +220,8 @@ def run_point(
         "scores": scores,
         "seconds": time.perf_counter() - started,
     }
+    if limit is not None:
+        return summary
     _write_json(
         run_dir / "run.json",
         {
@@ -221,7 +240,7 @@ def run_point(
     return summary
 
 
-def run(config: RunConfig, mode: str = "all", judge: Any = None) -> list[dict]:
+def run(config: RunConfig, mode: str = "all", judge: Any = None, limit: int | None = None) -> list[dict]:
     """Runs every model × grid point; returns one summary per run, in order, on rank 0 (an empty list elsewhere).
 
     Args:
@@ -229,12 +248,16 @@ def run(config: RunConfig, mode: str = "all", judge: Any = None) -> list[dict]:
         mode (`str`): `"all"` (infer, then score), `"infer"` (predictions only) or `"eval"` (score stored
             predictions; no model is loaded).
         judge (`Judge`, *optional*): grader for the free-form answers; `None` scores by exact matching only.
+        limit (`int`, *optional*): answer at most this many new rows of each dataset per run and rank, and score
+            nothing: a short timing for `runner.plan`, which a later full run resumes from.
 
     Raises:
-        ValueError: `mode` is not one of `MODES`.
+        ValueError: `mode` is not one of `MODES`, or `limit` is given with `eval` or is below 1.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if limit is not None and (limit < 1 or mode == "eval"):
+        raise ValueError(f"limit must be a whole number >= 1 and comes with mode all or infer, got {limit} ({mode})")
     ranks = init_ranks()
     try:
         if mode == "eval":  # scoring needs no model and no other rank: rank 0 does it alone
@@ -245,7 +268,7 @@ def run(config: RunConfig, mode: str = "all", judge: Any = None) -> list[dict]:
         for model in config.models:
             wrapper = None if mode == "eval" else _build_wrapper(model, rank_model_kwargs(model.kwargs, ranks))
             for point in config.points:
-                summary = run_point(wrapper, model.name, point, config, ranks, mode, judge)
+                summary = run_point(wrapper, model.name, point, config, ranks, mode, judge, limit)
                 if summary is not None:
                     summaries.append(summary)
         return summaries

@@ -104,6 +104,16 @@ def _scan(path: Path) -> _Scan:
     return scan
 
 
+def stored_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The finished rows of a prediction file, only read: a half-written last line is neither returned nor cut
+    (a run may be appending to the file right now).
+
+    Raises:
+        ValueError: a line before the last is corrupt or lacks `index` (names file and line).
+    """
+    return [record for _, record in _scan(Path(path)).records]
+
+
 class PredictionStore:
     """Append-only JSON-lines file of finished rows, one writer (rank) per file.
 
