@@ -116,6 +116,14 @@ class PrunedVLM(ABC):
             self.pruner = prune(self.model, method, **options)
         self.method = method
 
+    def use_custom_prompt(self, dataset: str | None) -> bool:
+        """VLMEvalKit's question: no prompts of our own, every benchmark is asked with the dataset's prompt."""
+        return False
+
+    def set_dump_image(self, dump_image: Any) -> None:
+        """VLMEvalKit hands every local model the dataset's image writer; our messages already carry the image
+        paths, so it is not needed."""
+
     @abstractmethod
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any) -> tuple[Any, Any]:
         """Load (model, processor) with `from_pretrained`."""
