@@ -81,8 +81,8 @@ def _shard_files(stem: Path) -> list[Path]:
 def infer_dataset(
     wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str, limit: int | None = None
 ) -> None:
-    """Answers this rank's share of the rows not yet stored (at most `limit` of them), then waits for every rank to
-    finish its share.
+    """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), then waits for every
+    rank to finish its share.
 
     A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
     Rows already in any of these files (from an earlier, killed or `limit`ed run of any world size) are skipped.
@@ -95,13 +95,17 @@ def infer_dataset(
     store = PredictionStore(own)
     indices = dataset.data["index"].tolist()
     positions = shard_indices(range(len(indices)), ranks.rank, ranks.world_size)
-    pending = [position for position in positions if normalize_index(indices[position]) not in done][:limit]
+    pending = [position for position in positions if normalize_index(indices[position]) not in done]
+    if limit is not None:
+        # Spread over the dataset, which is often ordered by category: a fairer sample of the per-row time.
+        pending = [pending[i * len(pending) // limit] for i in range(min(limit, len(pending)))]
     for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
+        message = dataset.message(position)  # the first call decodes the dataset's images: a one-time cost
         started = time.perf_counter()
-        prediction = wrapper.generate(dataset.message(position), dataset=dataset.name)
+        prediction = wrapper.generate(message, dataset=dataset.name)
         stats = wrapper.stats
         record = {"index": indices[position], "prediction": prediction}
-        # Wall time of the whole row (image loading and processing included): what `--plan` extrapolates from.
+        # Wall time of the answer, image loading and processing included: what `--plan` extrapolates from.
         record["row_seconds"] = time.perf_counter() - started
         store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
     ranks.barrier()  # every shard is complete before rank 0 merges them
