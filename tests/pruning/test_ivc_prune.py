@@ -194,6 +194,21 @@ def test_method_falls_back_to_the_last_prompt_token_when_no_text_query_is_left(q
     assert selection.parts["seeds"].tolist() == [11]  # the seed answers the last prompt token (position 31)
 
 
+@pytest.mark.parametrize("query_tail", [3, 1])
+def test_padding_after_the_prompt_is_never_a_text_query(query_tail):
+    # A right-padded row: real text query rows at 22..(22 + query_tail), padding to 31. The padding's values point
+    # at visual token 4, the last real token's at visual token 11: the seed must answer the real token.
+    values = 0.1 * torch.randn(2, 32, 8, generator=torch.Generator().manual_seed(8))
+    last_real = 21 + query_tail
+    values[:, 6] = 4.0 * values[:, 31] / values[:, 31].norm(dim=-1, keepdim=True)
+    values[:, last_real + 1 :] = values[:, 31:32]
+    values[:, 13] = 4.0 * values[:, last_real] / values[:, last_real].norm(dim=-1, keepdim=True)
+    ctx = _context(values, 2, 18, 9, query_index=torch.arange(20, 32))
+    ctx = SelectionContext(**{**ctx.__dict__, "key_mask": torch.arange(32) <= last_real})
+    selection = ivc_prune(ctx, IVCPruneConfig(text_offset=2, n_seed=1))
+    assert selection.parts["seeds"].tolist() == [11]
+
+
 def test_method_needs_value_vectors():
     ctx = _context(torch.randn(1, 10, 4), 2, 6, 3)
     ctx = SelectionContext(**{**ctx.__dict__, "values": None})

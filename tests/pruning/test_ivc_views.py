@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from support.contexts import make_context
 
 from vlmeval_ivcp.pruning.layout import ImageLayout, View
 from vlmeval_ivcp.pruning.methods.ivc_prune import IVCPruneConfig, ivc_prune, official_config
-from vlmeval_ivcp.pruning.methods.ivc_views import covered_cells, local_grid, view_ivc
+from vlmeval_ivcp.pruning.methods.ivc_views import by_score, covered_cells, local_grid, view_ivc
 
 
 def internvl_like(side: int = 4) -> ImageLayout:
@@ -98,3 +100,29 @@ def test_a_layout_without_a_global_view_is_refused():
     layout = ImageLayout(8, tiles, tiles=(1, 2))
     with pytest.raises(ValueError, match="needs a global view"):
         ivc_prune(_context(layout, n_keep=4), IVCPruneConfig(layer=2))
+
+
+def test_by_score_breaks_ties_by_lower_index_whatever_the_input_order():
+    r = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.5, 0.9, 0.0])
+    # 5 and 2 tie, as do 3 and 1: the lower index ranks first even when the input lists it later.
+    assert by_score(torch.tensor([5, 3, 6, 2, 1]), r).tolist() == [6, 2, 5, 1, 3]
+
+
+def test_tiled_rule_trims_tied_cells_by_lower_index():
+    # Equal value vectors: every relevance score ties, so each step of the trimming order takes the lowest indices.
+    layout = internvl_like(side=4)
+    ctx = _context(layout, n_keep=20)
+    ctx = replace(ctx, values=torch.ones_like(ctx.values))
+    selection = ivc_prune(ctx, IVCPruneConfig(layer=2, n_ivc=0, n_seed=1))
+    assert selection.parts["seeds"].tolist() == [64]  # the thumbnail's first cell
+    # Then the thumbnail's kept cells and the tile cells under them, by index: tile cells come first.
+    assert selection.keep.tolist() == list(range(19)) + [64]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_tiled_rule_runs_with_its_inputs_on_the_gpu():
+    ctx = _context(internvl_like(side=4), n_keep=40)
+    on_gpu = {name: getattr(ctx, name).cuda() for name in ("visual_index", "query_index", "text_index", "key_mask")}
+    ctx = replace(ctx, values=ctx.values.cuda(), position_ids=ctx.position_ids.cuda(), **on_gpu)
+    selection = ivc_prune(ctx, IVCPruneConfig(layer=2, n_ivc=2, n_seed=1))
+    assert selection.keep.numel() == 40 and selection.keep.is_cuda

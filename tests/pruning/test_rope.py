@@ -7,9 +7,13 @@ import math
 
 import pytest
 import torch
+from support.tiny import FAMILIES, tiny_wrapper
+from transformers import PhiConfig
+from transformers.models.phi.modeling_phi import PhiRotaryEmbedding
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLTextConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
 
+from vlmeval_ivcp.pruning.arch import rope_spec
 from vlmeval_ivcp.pruning.context import RopeSpec
 from vlmeval_ivcp.pruning.rope import ivc_scores, ivc_tokens, rotary_frequencies, top_n
 
@@ -93,6 +97,28 @@ def test_both_modes_agree_with_transformers_qwen2_5_vl_rotary_embedding():
     c, s = ivc_scores(position_ids, rope, "axis_mean")
     torch.testing.assert_close(c, angles.cos().mean(dim=(0, 2)), rtol=0, atol=1e-5)
     torch.testing.assert_close(s, angles.sin().mean(dim=(0, 2)), rtol=0, atol=1e-5)
+
+
+def test_partial_rotary_scores_average_only_the_rotated_dims():
+    # Half of each 32-dim head is rotated: theta and the rotary width come from the config, as the model reads them.
+    config = PhiConfig(hidden_size=64, num_attention_heads=2, partial_rotary_factor=0.5, rope_theta=5000.0)
+    rotary = PhiRotaryEmbedding(config)
+    rope = rope_spec(config)
+    assert rope == RopeSpec(theta=5000.0, rotary_dim=16)
+    positions = torch.arange(3, 40)[None]
+    model_cos, model_sin = rotary(torch.zeros(1, 37, 64), positions)  # [1, 37, 16]: the rotated dims only
+    c, s = ivc_scores(positions, rope)
+    torch.testing.assert_close(c, model_cos[0].mean(-1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(s, model_sin[0].mean(-1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frequencies_read_from_each_family_equal_its_rotary_embedding(family):
+    model = tiny_wrapper("sdpa", family=family).model
+    rope = rope_spec(model.config.get_text_config())
+    rotary = [module for module in model.model.language_model.modules() if hasattr(module, "inv_freq")]
+    assert len(rotary) == 1
+    torch.testing.assert_close(rotary_frequencies(rope), rotary[0].inv_freq.double(), rtol=1e-6, atol=0)
 
 
 def test_1d_rope_ignores_the_mode():

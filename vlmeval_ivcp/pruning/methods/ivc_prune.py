@@ -244,11 +244,13 @@ def _text_queries(ctx: SelectionContext, text_offset: int) -> torch.Tensor:
     When that leaves nothing (a prompt that ends at or right after the image), T falls back to the last real prompt
     token, the one whose prediction starts the answer, so the method never divides by an empty query set.
     """
-    queries = ctx.query_index[text_offset:]
+    # Right padding also follows the image: it is no prompt token.
+    after = ctx.query_index[ctx.key_mask[ctx.query_index]]
+    queries = after[text_offset:]
     if queries.numel() > 0:
         return queries
-    if ctx.query_index.numel() > 0:
-        return ctx.query_index[-1:]
+    if after.numel() > 0:
+        return after[-1:]
     return ctx.key_mask.nonzero().flatten()[-1:]
 
 

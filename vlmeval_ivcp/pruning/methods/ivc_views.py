@@ -60,7 +60,8 @@ def view_ivc(view: View, positions: torch.Tensor, rope, mode: str, n_ivc: int, r
         positions (`LongTensor [A, n_tokens]`): position ids of the image's tokens.
         n_ivc (`int`): tokens per ranking for a whole view; `row_frac` sets the count per row instead.
     """
-    cells = view.cells()
+    # Built on the CPU: indexing them with the rankings of positions on a GPU would raise.
+    cells = view.cells().to(positions.device)
     per_row = view.kind == "local" and view.tile is None and row_frac is not None
     groups = list(cells) if per_row else [cells.flatten()]
     chosen = []
@@ -73,6 +74,8 @@ def view_ivc(view: View, positions: torch.Tensor, rope, mode: str, n_ivc: int, r
 
 def by_score(tokens: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """`tokens` in descending `r` (ties: lower index first)."""
+    # top_n breaks ties by place in its input: sort first so that the place is the index, whatever order came in.
+    tokens = tokens.sort().values
     return tokens[top_n(r[tokens], tokens.numel())]
 
 
