@@ -33,7 +33,10 @@ def select_cut(
     visual = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device)).to(hidden.device)
     image_of = torch.gather(state.image_of.to(keep.device), 1, keep).to(hidden.device)
     real = torch.gather(state.real_mask.to(keep.device), 1, keep).to(hidden.device)
-    positions = gather_positions(state.rope_positions, keep)
+    # Everything a method reads is on the device of the layer it cuts before (with a `device_map`, the embeddings
+    # and the captured layer K-1 may sit on other GPUs).
+    positions = gather_positions(state.rope_positions, keep.to(state.rope_positions.device)).to(hidden.device)
+    captured = {name: value.to(hidden.device) for name, value in captured.items()}
     rows, selections = [], []
     for row in range(keep.shape[0]):
         visual_index = visual[row].nonzero().flatten()
@@ -73,8 +76,9 @@ def select_cut(
     counts = sorted({len(r) for r in rows})
     if len(counts) > 1:
         raise ValueError(
-            f"the rows of this batch keep different numbers of tokens {counts}: batch prompts whose images give "
-            "the same number of visual tokens, or run them one at a time"
+            f"the rows of this batch keep different numbers of tokens {counts}: their images give different numbers "
+            "of visual tokens, or the method keeps a count that depends on the prompt (e.g. fill=False); batch "
+            "prompts that keep the same count, or run them one at a time"
         )
     rel = torch.stack(rows)
     state.keep = torch.gather(keep, 1, rel.to(keep.device))
