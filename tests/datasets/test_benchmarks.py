@@ -174,8 +174,9 @@ def test_hallusionbench_question_figure_and_all_accuracy(tmp_path):
         # ANLS: 1 - 1/8 for "invoices"; 1 - 1/4 for "2018"; "none" is below the 0.5 threshold.
         ("DocVQA_VAL", ["invoices", "2018", "none"], (7 / 8 + 3 / 4 + 0) / 3),
         ("InfoVQA_VAL", ["42%", "Asia", "fife"], (1 + 1 + 3 / 4) / 3),
-        # Exact match after the VQA normalisation (punctuation, articles).
-        ("GQA_TestDev_Balanced", ["Left.", "the table", "yes"], 2 / 3),
+        # VLMEvalKit's GQA rule: exact match up to case and surrounding spaces, no VQA normalisation, so "the table"
+        # is not "table" and "left." is not "left".
+        ("GQA_TestDev_Balanced", [" LEFT ", "the table", "left."], 1 / 3),
     ],
 )
 def test_vqa_scores(name, replies, expected, tmp_path):
@@ -237,6 +238,18 @@ def test_mathvista_judge_extraction_then_rules(tmp_path):
     assert report["overall"] == 0.75 and report["prefetched"] == 1 and report["judge_failures"] == 0
     assert report["task"] == {"figure question answering": 1.0, "geometry problem solving": 0.5}
     assert report["skills"] == {"arithmetic reasoning": 1.0, "geometry reasoning": 0.5}
+
+
+def test_mathvista_choice_read_by_the_rules_is_not_sent_to_the_judge(tmp_path):
+    # VLMEvalKit's prefetch: once the rules read an option letter from a multiple-choice reply, that letter is the
+    # answer, right or wrong; the judge is asked only about replies the rules cannot read.
+    dataset = _dataset("MathVista_MINI", tmp_path)
+    with judge_server(lambda messages: "B") as server:
+        wrong = dataset.evaluate(_predictions(dataset, ["The answer is (C)."]), judge=server.judge())
+        unread = dataset.evaluate(_predictions(dataset, ["Half of it, I think."]), judge=server.judge())
+    assert len(server.requests) == 1 and "Half of it" in _last_user_text(server.requests[0]["messages"])
+    assert (wrong["overall"], wrong["prefetched"], wrong["judged"]) == (0.0, 1, 1)
+    assert (unread["overall"], unread["prefetched"]) == (1.0, 0)
 
 
 def test_mathvista_judge_failure_leaves_the_row_out(tmp_path):

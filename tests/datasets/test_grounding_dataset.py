@@ -148,3 +148,17 @@ def test_an_input_size_carried_by_the_predictions_wins_over_the_derived_one(tmp_
     table = predictions_of(dataset, ['{"bbox_2d": [98, 0, 196, 140]}'])  # the right half of a 196x140 input
     table["input_width"], table["input_height"] = 196, 140
     assert dataset.evaluate(table)["mean_iou"] == pytest.approx(1.0)
+
+
+def test_bad_predictions_name_the_row_or_the_column(tmp_path):
+    write_split(tmp_path, "RefCOCO_val", ["49 0 98 70", "0 0 10 10"])
+    dataset = GroundingDataset("RefCOCO_val", tmp_path)
+    table = predictions_of(dataset, ['{"bbox_2d": [56, 0, 112, 56]}', "[0, 0, 10, 10]"])
+    unreadable = table.copy()
+    unreadable.loc[1, "width"] = None  # the input size cannot be derived from a missing picture width
+    with pytest.raises(ValueError, match=r"row index=101: width and height must be positive numbers"):
+        dataset.evaluate(unreadable)
+    with pytest.raises(KeyError, match=r"RefCOCO_val scores need column\(s\) \['width'\]"):
+        dataset.evaluate(table.drop(columns=["width"]))
+    with pytest.raises(KeyError, match=r"RefCOCO_val scores need column\(s\) \['answer'\]"):
+        dataset.evaluate(table.drop(columns=["answer"]))

@@ -241,6 +241,11 @@ def test_score_grounding_errors_name_the_row():
         score_grounding([_row(5, ["[0, 0, 1, 1]"])], "abs")
     with pytest.raises(KeyError, match="prediction"):
         score_grounding([{"index": 6, "answer": "0 0 1 1"}], "abs")
+    # A size cell that is empty or not a number: the row is named, not just the bad value.
+    with pytest.raises(ValueError, match=r"index=9: unusable picture sizes .*'width': nan"):
+        score_grounding([_row(9, "[0, 0, 1, 1]", width=float("nan"))], "norm1")
+    with pytest.raises(ValueError, match=r"index=10: unusable picture sizes .*'input_height': 'big'"):
+        score_grounding([_row(10, "[0, 0, 1, 1]", input_width=10, input_height="big")], "qwen25vl_abs")
 
 
 def test_aggregate_grounding_hand_computed():

@@ -8,6 +8,7 @@ import pytest
 from vlmeval_ivcp.evaluation.vqa import (
     OCRBENCH_FORMULA_CATEGORY,
     anls,
+    case_insensitive_match,
     exact_match,
     levenshtein,
     normalize_vqa_answer,
@@ -122,6 +123,14 @@ def test_exact_match_normalises_both_sides():
     assert exact_match("tables", ["table"]) == 0.0
 
 
+def test_case_insensitive_match_is_vlmevalkits_gqa_rule():
+    # VLMEvalKit's "accuracy" method: strip and lower-case both sides, nothing else.
+    assert case_insensitive_match("  Table\n", ["table"]) == 1.0
+    assert case_insensitive_match("no", ["yes", "NO"]) == 1.0
+    assert case_insensitive_match("The table.", ["table"]) == 0.0
+    assert case_insensitive_match("two", ["2"]) == 0.0
+
+
 def test_score_vqa_over_a_table_with_groups():
     df = pd.DataFrame(
         {
@@ -151,6 +160,17 @@ def test_ocrbench_hit_rules():
     assert ocrbench_hit("line one\nline two", ["two lines"]) is False
     assert ocrbench_hit("x^{2}+ 1", ["x ^ {2} + 1"], OCRBENCH_FORMULA_CATEGORY)
     assert ocrbench_hit("X^{2}+1", ["x^{2}+1"], OCRBENCH_FORMULA_CATEGORY) is False  # case matters for formulas
+
+
+def test_ocrbench_hit_keeps_inner_whitespace_as_vlmevalkit_does():
+    # VLMEvalKit lower-cases, strips and turns newlines into spaces; it does not collapse runs of whitespace.
+    assert ocrbench_hit("Total\namount: 5", ["total amount"])
+    assert ocrbench_hit("total  amount", ["total amount"]) is False
+    assert ocrbench_hit("total amount", ["total  amount"]) is False
+    assert ocrbench_hit("a\tb", ["a b"]) is False
+    # Formulas: spaces and newlines go, case stays.
+    assert ocrbench_hit("x^{2}\n+1", ["x ^ {2} + 1"], OCRBENCH_FORMULA_CATEGORY)
+    assert ocrbench_hit("X^{2}+1", ["x^{2}+1"], OCRBENCH_FORMULA_CATEGORY) is False
 
 
 def test_ocrbench_scores_count_and_fraction():

@@ -137,14 +137,33 @@ def test_pope_overall_and_per_subset():
     )
     report = pope_scores(df)
     overall = report["overall"]
-    # tp=2 (rows 0, 5), fp=1 (row 2), fn=1 (row 1, Unknown counts as no), tn=2
-    assert overall["precision"] == pytest.approx(2 / 3) and overall["recall"] == pytest.approx(2 / 3)
-    assert overall["accuracy"] == pytest.approx(4 / 6)
+    # Pooled over the subsets, as VLMEvalKit scores POPE: row 5 counts once in "popular" and once in "random".
+    # tp=3 (rows 0, 5, 5), fp=1 (row 2), fn=1 (row 1, Unknown counts as no), tn=2
+    assert overall["precision"] == pytest.approx(3 / 4) and overall["recall"] == pytest.approx(3 / 4)
+    assert overall["accuracy"] == pytest.approx(5 / 7) and overall["count"] == 7
     assert set(report["category"]) == {"adversarial", "popular", "random"}
     assert report["category"]["random"]["count"] == 3  # row 5 counts in both of its subsets
     assert report["category"]["random"]["f1"] == 1.0
     adversarial = report["category"]["adversarial"]
     assert adversarial["precision"] == 0.5 and adversarial["recall"] == 0.5 and adversarial["f1"] == 0.5
+
+
+def test_pope_overall_is_the_pooled_score_of_the_subsets():
+    # VLMEvalKit's POPE TSV stores a question shared by subsets once ("adversarial,popular,random"); its POPE_rating
+    # splits such rows before scoring, so the overall F1 is that of the three subsets pooled (9000 questions on the
+    # full set), not that of the deduplicated rows. A row without a subset counts once.
+    df = pd.DataFrame(
+        {
+            "answer": ["Yes", "No", "No", "Yes"],
+            "extracted": ["Yes", "Yes", "No", "No"],
+            "category": ["adversarial,popular,random", "adversarial", "random", None],
+        }
+    )
+    overall = pope_scores(df)["overall"]
+    # Pooled rows: row 0 three times (tp), row 1 (fp), row 2 (tn), row 3 (fn): tp=3, fp=1, fn=1, tn=1.
+    assert overall == pytest.approx(
+        {"f1": 3 / 4, "accuracy": 4 / 6, "precision": 3 / 4, "recall": 3 / 4, "count": 6}
+    )
 
 
 def test_pope_subset_without_positives():

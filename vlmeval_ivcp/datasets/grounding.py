@@ -10,12 +10,14 @@ read the answers; nothing is guessed from the numbers.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import pandas as pd
 
 from ..evaluation.grounding import BoxFrame, aggregate_grounding, get_frame, score_grounding
+from ..evaluation.metrics import require_columns
 from .base import ImageDataset, Message, present
 
 QWEN25VL_SUFFIX = "_for_qwen25vl"
@@ -67,6 +69,20 @@ def qwen25vl_input_size(width: float, height: float, patch: int = QWEN25VL_PATCH
     return max(patch, round(width / patch) * patch), max(patch, round(height / patch) * patch)
 
 
+def _picture_size(row: dict[str, Any]) -> tuple[float, float]:
+    """The row's original `(width, height)`; ValueError naming the row when either is not a positive number."""
+    try:
+        width, height = float(row["width"]), float(row["height"])
+    except (TypeError, ValueError):
+        width = height = math.nan
+    if not (width > 0 and height > 0 and math.isfinite(width) and math.isfinite(height)):
+        raise ValueError(
+            f"row index={row.get('index')!r}: width and height must be positive numbers, "
+            f"got {row['width']!r} x {row['height']!r}"
+        )
+    return width, height
+
+
 class GroundingDataset(ImageDataset):
     """RefCOCO, RefCOCO+ and RefCOCOg splits, plain and `_for_qwen25vl`.
 
@@ -101,14 +117,14 @@ class GroundingDataset(ImageDataset):
         size: the row's `input_width`/`input_height` when the predictions carry them, else `qwen25vl_input_size` of
         its `width`/`height`. `judge` is not used: boxes are parsed by rule.
         """
+        require_columns(predictions, ["index", "prediction", "answer"], f"{self.name} scores")
         rows = predictions.to_dict("records")
         if self.frame != self.answer_frame and (self.frame.on_resized_input or self.answer_frame.on_resized_input):
+            require_columns(predictions, ["width", "height"], f"{self.name} scores")
             for row in rows:
                 # A size the model reported for the row wins over the one derived from the picture's size.
                 if not present(row.get("input_width")) or not present(row.get("input_height")):
-                    row["input_width"], row["input_height"] = qwen25vl_input_size(
-                        float(row["width"]), float(row["height"])
-                    )
+                    row["input_width"], row["input_height"] = qwen25vl_input_size(*_picture_size(row))
         report = aggregate_grounding({self.name: score_grounding(rows, self.frame, self.answer_frame)})
         split = report["per_split"][self.name]
         return {"overall": split["acc@0.5"], **split}

@@ -187,8 +187,10 @@ def mathvista_correct(row: Mapping[str, Any], answer: str) -> bool:
 def evaluate_mathvista(predictions: pd.DataFrame, judge: Any) -> dict[str, Any]:
     """Accuracy in [0, 1], overall, per `task` and per skill (`skills` list), when the columns exist.
 
-    As in VLMEvalKit, a reply the rules already read as the right answer is a hit without asking the judge
-    ("prefetched"); every other reply goes to the judge for extraction.
+    As in VLMEvalKit, some replies are decided by the rules without asking the judge ("prefetched"): a
+    multiple-choice reply in which the rules read an option letter (a hit when it is the gold letter, a miss
+    otherwise), and a free-form reply the rules already read as the right answer. Every other reply goes to the
+    judge for extraction.
     """
     require_columns(predictions, ["question", "answer", "question_type", "answer_type", "prediction"], "MathVista")
     rows = predictions.to_dict("records")
@@ -196,9 +198,10 @@ def evaluate_mathvista(predictions: pd.DataFrame, judge: Any) -> dict[str, Any]:
     prefetched = 0
     for row in rows:
         reply = _text(row["prediction"])
-        if mathvista_correct(row, reply):
+        read_letter = row["question_type"] == "multi_choice" and extract_choice(reply, mathvista_options(row))
+        if read_letter or mathvista_correct(row, reply):
             prefetched += 1
-            hits.append(1.0)
+            hits.append(float(mathvista_correct(row, reply)))
             continue
         result = judge.ask(MATHVISTA_EXTRACTION_PROMPT.format(question=row["question"], prediction=reply))
         hits.append(float(mathvista_correct(row, _extracted_answer(result.value))) if result.ok else None)

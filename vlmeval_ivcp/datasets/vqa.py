@@ -38,14 +38,15 @@ SPECS: dict[str, VQASpec] = {
     "ChartQA_TEST": VQASpec("relaxed_accuracy"),
     "DocVQA_VAL": VQASpec("anls"),
     "InfoVQA_VAL": VQASpec("anls"),
-    "GQA_TestDev_Balanced": VQASpec("exact_match"),
+    # VLMEvalKit scores GQA by its "accuracy" rule: a case-insensitive exact match, without VQA normalisation.
+    "GQA_TestDev_Balanced": VQASpec("case_insensitive_match"),
     "OCRBench": VQASpec("ocrbench", suffix=""),
 }
 
 
 class VQADataset(ImageDataset):
     """TextVQA_VAL (VQA score), ChartQA_TEST (relaxed accuracy), DocVQA_VAL / InfoVQA_VAL (ANLS),
-    GQA_TestDev_Balanced (exact match) and OCRBench (substring hits).
+    GQA_TestDev_Balanced (case-insensitive exact match) and OCRBench (substring hits).
 
     `evaluate` returns `{"overall", "count", <group column>: {group: score}}` with scores in [0, 1]; for OCRBench
     `overall` is the hit count (VLMEvalKit's "Final Score", out of 1000 on the full set) and `fraction` the hit rate.

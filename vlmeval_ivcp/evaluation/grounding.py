@@ -227,8 +227,13 @@ def _row_to_pixels(box: Box, frame: BoxFrame, row: Mapping[str, Any]) -> Box:
         raise KeyError(
             f"row index={row.get('index')!r}: comparing frame {frame.name!r} with another frame needs {missing}"
         )
-    input_size = (float(row["input_width"]), float(row["input_height"])) if frame.on_resized_input else None
-    return frame.to_pixels(box, float(row["width"]), float(row["height"]), input_size)
+    try:
+        sizes = {key: float(row[key]) for key in needed}
+        input_size = (sizes["input_width"], sizes["input_height"]) if frame.on_resized_input else None
+        return frame.to_pixels(box, sizes["width"], sizes["height"], input_size)
+    except (TypeError, ValueError) as err:
+        sizes_given = {key: row[key] for key in needed}
+        raise ValueError(f"row index={row.get('index')!r}: unusable picture sizes {sizes_given}: {err}") from None
 
 
 def score_grounding(

@@ -169,9 +169,16 @@ def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> flo
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals some normalised gold answer (GQA), else 0.0."""
+    """1.0 if the normalised prediction equals some normalised gold answer, else 0.0."""
     pred = normalize_vqa_answer(prediction)
     return float(any(normalize_vqa_answer(answer) == pred for answer in answers))
+
+
+def case_insensitive_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the prediction equals some gold answer after stripping surrounding whitespace and lower-casing, else
+    0.0: VLMEvalKit's "accuracy" rule for GQA (no VQA normalisation: "Left." does not match "left")."""
+    pred = str(prediction).strip().lower()
+    return float(any(str(answer).strip().lower() == pred for answer in answers))
 
 
 def _gold_answers(df: pd.DataFrame, answer_col: str) -> list[list[str]]:
@@ -190,6 +197,7 @@ VQA_METRICS: dict[str, Callable[[str, Sequence[str]], float]] = {
     "relaxed_accuracy": relaxed_accuracy,
     "anls": anls,
     "exact_match": exact_match,
+    "case_insensitive_match": case_insensitive_match,
 }
 
 
@@ -224,17 +232,19 @@ def vqa_accuracy(
     return mean_by_group(score_vqa(df, metric, prediction_col, answer_col), df, group_columns)
 
 
-# OCRBench compares formulas with all whitespace removed and case kept.
+# OCRBench compares formulas with spaces removed and case kept.
 OCRBENCH_FORMULA_CATEGORY = "Handwritten Mathematical Expression Recognition"
 
 
 def ocrbench_hit(prediction: str, answers: Sequence[str], category: str | None = None) -> bool:
-    """True if some gold answer occurs in the prediction: case-insensitive with whitespace collapsed, except in
-    `OCRBENCH_FORMULA_CATEGORY`, where whitespace is removed and case matters."""
+    """True if some gold answer occurs in the prediction, both stripped and with newlines read as spaces (VLMEvalKit's
+    OCRBench rule): case-insensitive, other whitespace as it is, except in `OCRBENCH_FORMULA_CATEGORY`, where every
+    space is removed and case matters."""
     formula = category == OCRBENCH_FORMULA_CATEGORY
 
     def prepare(text: str) -> str:
-        return "".join(text.split()) if formula else " ".join(text.lower().split())
+        text = text.strip().replace("\n", " ")
+        return text.replace(" ", "") if formula else text.lower()
 
     pred = prepare(str(prediction))
     return any(prepare(str(answer)) in pred for answer in answers)

@@ -148,25 +148,30 @@ def pope_scores(
 ) -> dict:
     """POPE: F1 (positive = yes), accuracy, precision and recall, overall and per subset.
 
-    A row may belong to several subsets ("adversarial,popular"); it then counts once in each. An Unknown reply is a
-    "no", as in VLMEvalKit.
+    A row may belong to several subsets ("adversarial,popular"): VLMEvalKit's POPE TSV stores a question shared by
+    subsets once. Such a row counts once in each of its subsets, in the subset's scores and in "overall" alike, as
+    VLMEvalKit's `POPE_rating` scores the table after splitting such rows: "overall" is the pooled score of the
+    subsets (a row without a subset counts once). An Unknown reply is a "no", as in VLMEvalKit.
 
     Returns:
         `dict`: `{"overall": binary_scores, "category": {subset: binary_scores}}` (no "category" key when the
-        column is absent).
+        column is absent; "count" counts a row once per subset).
     """
     require_columns(df, [extracted_col, answer_col], "POPE scores")
     truth = _answers_are_yes(df, answer_col)
     predicted = _extracted_is(df, extracted_col, "yes")
-    report: dict = {"overall": binary_scores(truth.tolist(), predicted.tolist())}
-    if category_col in df.columns:
-        subsets = df[category_col].dropna().astype(str).str.split(",").explode().str.strip()
-        subsets = subsets[subsets != ""]
-        report["category"] = {
+    if category_col not in df.columns:
+        return {"overall": binary_scores(truth.tolist(), predicted.tolist())}
+    subsets = df[category_col].dropna().astype(str).str.split(",").explode().str.strip()
+    subsets = subsets[subsets != ""]
+    pooled = subsets.index.append(df.index.difference(subsets.index))
+    return {
+        "overall": binary_scores(truth[pooled].tolist(), predicted[pooled].tolist()),
+        "category": {
             subset: binary_scores(truth[rows.index].tolist(), predicted[rows.index].tolist())
             for subset, rows in sorted(subsets.groupby(subsets))
-        }
-    return report
+        },
+    }
 
 
 def add_hallusion_ids(df: pd.DataFrame, index_col: str = "index") -> pd.DataFrame:
