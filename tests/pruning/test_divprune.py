@@ -39,6 +39,34 @@ def test_each_pick_maximises_the_distance_to_the_nearest_kept_token():
         assert math.isclose(nearest_kept[order[step]], nearest_kept.max(), abs_tol=1e-6)
 
 
+def _reference_order(features: torch.Tensor, k: int) -> list[int]:
+    """The definition, step by step, on the whole [L, L] cosine-distance matrix (the paper's code; kept tokens are
+    excluded)."""
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    distance = (1.0 - unit @ unit.T).clamp_min(0.0)
+    order: list[int] = []
+    for _ in range(k):
+        if order:
+            score = distance[order].amin(dim=0)
+        else:
+            score = distance + torch.diag(torch.full((len(unit),), float("inf")))  # nearest *other* token
+            score = score.amin(dim=1)
+        score[order] = -1.0
+        order.append(int(score.argmax()))
+    return order
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_the_whole_matrix_reference(seed):
+    generator = torch.Generator().manual_seed(seed)
+    n_tokens, dim = 20 + 13 * seed, 3 + 5 * seed
+    features = torch.randn(n_tokens, dim, generator=generator)
+    if seed % 2:
+        features = features.bfloat16()
+    k = n_tokens // 2 + seed
+    assert farthest_point_order(features, k).tolist() == _reference_order(features, k)
+
+
 def test_blocked_nearest_neighbour_search_gives_the_same_order(monkeypatch):
     generator = torch.Generator().manual_seed(1)
     features = torch.randn(40, 5, generator=generator)

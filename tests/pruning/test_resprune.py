@@ -45,6 +45,54 @@ def test_matches_brute_force_reference(seed):
     assert order.tolist() == _brute_force_order(features, weight, 8)
 
 
+def _reference_order_with_fallbacks(features: torch.Tensor, weight: torch.Tensor, k: int) -> list[int]:
+    """The documented rule, step by step, with an explicit projector: the largest weighted energy; when none is
+    positive, the largest energy; when no energy is left, by weight (descending), then index."""
+    tokens, weight = features.double(), weight.double()
+    own_energy = tokens.square().sum(dim=1)
+    order: list[int] = []
+    for _ in range(k):
+        residual = tokens - tokens @ (torch.linalg.pinv(tokens[order]) @ tokens[order]) if order else tokens
+        energy = residual.square().sum(dim=1)
+        energy[energy <= 1e-10 * own_energy] = 0.0
+        remaining = torch.tensor([i for i in range(len(tokens)) if i not in order])
+        for score in (energy * weight, energy):
+            if score[remaining].max() > 0:
+                order.append(int(remaining[score[remaining].argmax()]))
+                break
+        else:
+            order.append(int(remaining[torch.sort(weight[remaining], descending=True, stable=True).indices[0]]))
+    return order
+
+
+def _fallback_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(5)
+    generic = torch.randn(15, 10, generator=generator)  # more tokens than dimensions
+    low_rank = torch.randn(14, 3, generator=generator) @ torch.randn(3, 9, generator=generator)
+    degenerate = torch.randn(16, 12, generator=generator)
+    degenerate[[2, 5, 9]] = 0.0
+    degenerate[[3, 7]] = degenerate[1].clone()
+    degenerate[11] = 2.0 * degenerate[4] - degenerate[6]
+    weight = torch.rand(16, generator=generator)
+    weight[[0, 4, 8, 12]] = 0.0  # irrelevant tokens: picked once no relevant one adds a direction
+    weight[[5, 9]] = weight[2].clone()  # the zero tokens tie in the last resort: by index
+    return [
+        ("generic", generic, torch.rand(15, generator=generator)),
+        ("generic_bf16", generic.bfloat16(), torch.rand(15, generator=generator)),
+        ("low_rank", low_rank, torch.rand(14, generator=generator)),
+        ("degenerate", degenerate, weight),
+        ("no_relevance", degenerate, torch.zeros(16)),
+    ]
+
+
+@pytest.mark.parametrize("case", _fallback_cases(), ids=lambda case: case[0])
+def test_every_rule_matches_the_projector_reference(case):
+    _, features, weight = case
+    n_tokens = features.shape[0]
+    for k in (1, n_tokens // 2, n_tokens):
+        assert residual_greedy(features, weight, k).tolist() == _reference_order_with_fallbacks(features, weight, k)
+
+
 def test_orthogonal_tokens_all_picked_before_a_duplicate():
     # Four orthogonal tokens, and a duplicate of the largest one: it ties with its twin, then has no energy left.
     features = torch.zeros(5, 6)
