@@ -7,6 +7,8 @@ positions; attention-scored methods against eager attention weights and the mask
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from support.reference import (
@@ -174,17 +176,22 @@ def test_fastv_scores_equal_eager_attention_weights(attention):
         assert pruner.last.kept[row].tolist() == most_attended.tolist()
 
 
-def test_pdrop_scores_each_stage_with_the_attention_of_the_tokens_reaching_it():
+def test_pdrop_scores_each_stage_with_its_own_layers_attention_before_the_drop():
+    """Stage s ranks with layer `layers[s]`'s attention over the tokens reaching it, as PyramidDrop's release does:
+    eager weights of that layer in a run pruned by the earlier stages only."""
     layers = (1, 2, 3)
     wrapper = tiny_wrapper("eager")
     model = wrapper.model
     inputs = qwen_inputs(wrapper, QUESTIONS)
     pruner, contexts = recording_pruner(model, "pdrop", layers=layers)
     with pruner, torch.no_grad():
-        attentions = model(**inputs, output_attentions=True).attentions  # pruned lengths after each cut
+        model(**inputs)
     assert len(contexts) == 2 * len(layers)
     for stage, layer in enumerate(layers):
-        weights = attentions[layer - 1][:, :, -1]  # [B, H, S_stage]
+        with prune(model, "pdrop", layers=layers[:stage]) if stage else nullcontext(), torch.no_grad():
+            attentions = model(**inputs, output_attentions=True).attentions
+        assert len(attentions) == N_LAYERS  # the extra scoring calls do not show up as layers
+        weights = attentions[layer][:, :, -1]  # [B, H, S_stage]
         for row in range(2):
             ctx = contexts[2 * stage + row]
             assert ctx.keys.shape[1] == weights.shape[-1]

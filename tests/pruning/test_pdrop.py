@@ -81,4 +81,4 @@ def test_each_stage_keeps_the_most_attended_visual_tokens():
     expected = head_mean[1:10].topk(4).indices.sort().values
     assert pdrop_select(ctx, PDropConfig()).keep.tolist() == expected.tolist()
     spec = get_method("pdrop")
-    assert spec.config_cls is PDropConfig and spec.needs == frozenset({"attention"})
+    assert spec.config_cls is PDropConfig and spec.needs == frozenset({"cut_attention"})

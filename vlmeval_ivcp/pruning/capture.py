@@ -35,7 +35,8 @@ def _tapped_attention(module: nn.Module, query, key, value, attention_mask, **kw
 
 
 class AttentionTap:
-    """Hooks on one attention module; while `armed`, its next forward sends its states to `sink`.
+    """Hooks on one attention module; while `armed`, its next forward sends its states to `sink` (`call` runs one
+    such forward directly).
 
     Args:
         module (`nn.Module`): an attention module with a `config` (every transformers decoder attention has one).
@@ -56,10 +57,22 @@ class AttentionTap:
             module.register_forward_hook(self._after),
         ]
 
+    def call(self, **inputs: Any) -> None:
+        """Run the module once on `inputs` with its states sent to `sink`, calling `forward` directly: an extra call
+        made only to read the states must not reach forward hooks (transformers records `output_attentions` there).
+        """
+        self._swap_in(self.module)
+        try:
+            self.module.forward(**inputs)
+        finally:
+            self._after(self.module, (), None)
+
     def _before(self, module: nn.Module, args: tuple) -> None:
-        if not self.armed:
-            return
-        self._after(module, args, None)  # a forward that raised never restored the config
+        if self.armed:
+            self._swap_in(module)
+
+    def _swap_in(self, module: nn.Module) -> None:
+        self._after(module, (), None)  # a forward that raised never restored the config
         self.config = module.config
         self.attention_function = _attention_function(module, module.config._attn_implementation)
         tapped = copy.copy(module.config)

@@ -35,6 +35,8 @@ from .selection import select_cut
 from .state import PrefillRecord, PromptState, clock
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
+# What a decoder layer hands its attention module besides the hidden states (the cache stays out of a scoring call).
+_ATTENTION_INPUTS = ("attention_mask", "position_embeddings", "position_ids")
 _MARKER = "_vlmeval_ivcp_pruner"
 
 
@@ -65,6 +67,7 @@ class Pruner:
         self._state: PromptState | None = None
         self._pending_layouts: Sequence[Sequence[ImageLayout]] | None = None
         self._taps: list[AttentionTap] = []
+        self._cut_taps: dict[int, AttentionTap] = {}
         self.last: PrefillRecord | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         try:
@@ -103,15 +106,20 @@ class Pruner:
             self._taps = [
                 AttentionTap(self._layers[cut.layer - 1].self_attn, self._capture) for cut in self._cut_at.values()
             ]
+        if "cut_attention" in self.method.needs:
+            self._cut_taps = {
+                layer: AttentionTap(self._layers[layer].self_attn, self._keep_states) for layer in self._cut_at
+            }
 
     def remove(self) -> None:
         """Remove every hook and forget all state: the model behaves exactly as before `prune`."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for tap in self._taps:
+        for tap in [*self._taps, *self._cut_taps.values()]:
             tap.remove()
         self._taps.clear()
+        self._cut_taps.clear()
         self._state = None
         if getattr(self.model, _MARKER, None) is self:
             delattr(self.model, _MARKER)
@@ -260,6 +268,8 @@ class Pruner:
                 return self._decode_layer_kwargs(state, index, args, kwargs)
             if index in self._cut_at:
                 hidden = args[0]
+                if index in self._cut_taps:
+                    self._attend_before_cut(module, index, hidden, dict(kwargs, **(state.stage_kwargs or {})))
                 rel = select_cut(
                     state, self._cut_at[index], hidden, state.captured, self.method, self.config, self._rope
                 )
@@ -346,20 +356,33 @@ class Pruner:
 
     # ------------------------------------------------------------------ capture
     def _capture(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> None:
-        """Keep what the method reads from the attention of the layer before a cut (grouped heads expanded)."""
+        """Keep what the method reads from the attention of the layer before a cut."""
         state = self._state
         if state is None or state.held is not None:
             return
         start = clock(query)
-        n_heads = query.shape[1]
-        if "values" in self.method.needs:
-            state.captured["values"] = expand_heads(value, n_heads)
-        if "attention" in self.method.needs:
-            state.captured["queries"] = query[:, :, -1:]
-            state.captured["keys"] = expand_heads(key, n_heads)
-            state.captured["scaling"] = torch.tensor(scaling)
+        self._keep_states(query, key, value, scaling)
         # Keeping copies of the states is work the unpruned model does not do: it counts as selection time.
         state.record.select_seconds += clock(query) - start
+
+    def _keep_states(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> None:
+        """Store the attention states the method reads (grouped heads expanded) for the next selection."""
+        captured, n_heads = self._state.captured, query.shape[1]
+        if "values" in self.method.needs:
+            captured["values"] = expand_heads(value, n_heads)
+        if self.method.needs & {"attention", "cut_attention"}:
+            captured["queries"] = query[:, :, -1:]
+            captured["keys"] = expand_heads(key, n_heads)
+            captured["scaling"] = torch.tensor(scaling)
+
+    def _attend_before_cut(self, layer: nn.Module, index: int, hidden: torch.Tensor, kwargs: dict) -> None:
+        """The attention states of layer `index` itself on the tokens reaching it, before they are pruned: one extra
+        call of its attention module on its normalised input, without the cache (PyramidDrop's release ranks this
+        way). Counted as selection time."""
+        start = clock(hidden)
+        inputs = {name: kwargs[name] for name in _ATTENTION_INPUTS if name in kwargs}
+        self._cut_taps[index].call(hidden_states=layer.input_layernorm(hidden), **inputs)
+        self._state.record.select_seconds += clock(hidden) - start
 
 
 def _cache_in(kwargs: dict) -> Any:

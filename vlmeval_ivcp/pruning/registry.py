@@ -13,7 +13,9 @@ from .context import Selection, SelectionContext
 SelectFn = Callable[[SelectionContext, PruneConfig], Selection]
 
 # What a method may ask the engine to capture for it (fields of SelectionContext).
-INPUTS = frozenset({"hidden_states", "values", "attention"})
+# "attention" is the attention of layer K-1, which runs on every token (FastV); "cut_attention" is layer K's own,
+# computed on the tokens reaching it before they are pruned (PyramidDrop's release).
+INPUTS = frozenset({"hidden_states", "values", "attention", "cut_attention"})
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class MethodSpec:
         config_cls (`type[PruneConfig]`): its settings.
         select (`SelectFn`): `(context, config) -> Selection`, pure.
         needs (`frozenset[str]`): which optional context fields the engine must fill (subset of `INPUTS`;
-            "attention" fills `queries`, `keys` and `scaling`).
+            "attention" and "cut_attention" fill `queries`, `keys` and `scaling`).
     """
 
     name: str

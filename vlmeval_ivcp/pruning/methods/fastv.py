@@ -32,9 +32,9 @@ class FastVConfig(PruneConfig):
 
 
 def require_llm_scope(scope: str, method: str) -> None:
-    """Attention-scored methods read layer K-1, which does not exist before the LLM."""
+    """Attention-scored methods read the LLM's attention, which does not exist before the LLM."""
     if scope != "llm":
-        raise ValueError(f"{method} scores with layer K-1's attention: scope must be 'llm', got {scope!r}")
+        raise ValueError(f"{method} scores with the LLM's attention: scope must be 'llm', got {scope!r}")
 
 
 def last_query_attention(
@@ -73,7 +73,8 @@ def keep_most_attended(ctx: SelectionContext) -> Selection:
     """Keep the `ctx.n_keep` visual tokens with the largest head-mean attention from the last prompt token.
 
     Reads `ctx.queries`, `ctx.keys`, `ctx.scaling` and `ctx.key_mask` (the engine fills them for methods that
-    declare `needs=("attention",)`). Equal scores go to the lower index. Shared by `fastv` and `pdrop`.
+    declare `needs=("attention",)` or `("cut_attention",)`). Equal scores go to the lower index. Shared by `fastv`
+    and `pdrop`.
     """
     if ctx.queries is None or ctx.keys is None or ctx.scaling is None:
         raise ValueError("attention-scored selection needs ctx.queries, ctx.keys and ctx.scaling; got None")

@@ -1,9 +1,10 @@
 """`pdrop`: FastV-style pruning in several stages (PyramidDrop, https://arxiv.org/abs/2410.17247).
 
 PyramidDrop splits the LLM into stages and, at each stage boundary, keeps a fraction of the visual tokens that
-reached it, ranked (as in FastV) by the attention of the last prompt token in the layer before the boundary. The
-token count thus shrinks like a pyramid: early layers see the whole image, deep layers a small part of it. Scores are
-recomputed from one query, so SDPA and FlashAttention-2 stay on.
+reached it, ranked by the attention the last prompt token pays them in the boundary layer itself, computed on those
+tokens before they are dropped (as the release does; FastV reads the layer before instead). The token count thus
+shrinks like a pyramid: early layers see the whole image, deep layers a small part of it. Scores are recomputed from
+one query, so SDPA and FlashAttention-2 stay on.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _checked_layers(layers: Sequence[int]) -> tuple[int, ...]:
     if any(isinstance(layer, bool) or not isinstance(layer, int) for layer in layers):
         raise TypeError(f"layers must hold ints, got {layers!r}")
     if layers[0] < 1 or any(later <= earlier for earlier, later in pairwise(layers)):
-        raise ValueError(f"layers must be strictly increasing and >= 1 (layer K-1 is read), got {list(layers)}")
+        raise ValueError(f"layers must be strictly increasing and >= 1 (0 is before the LLM), got {list(layers)}")
     return tuple(layers)
 
 
@@ -102,7 +103,7 @@ def _checked_stage_ratios(stage_ratios: Sequence[float], n_stages: int) -> tuple
     return tuple(float(value) for value in stage_ratios)
 
 
-@register_method("pdrop", PDropConfig, needs=("attention",))
+@register_method("pdrop", PDropConfig, needs=("cut_attention",))
 def pdrop_select(ctx: SelectionContext, config: PDropConfig) -> Selection:
     """One stage boundary: FastV's ranking over the visual tokens that reached it (`fastv.keep_most_attended`)."""
     return keep_most_attended(ctx)
