@@ -41,7 +41,8 @@ def test_limit_times_some_rows_of_every_run_and_the_full_run_resumes_after_them(
     assert main(["--config", str(path), "--plan"]) == 0
     assert "| TinyQwen2.5-VL | none | DemoMCQ | 8 | 8 |" in capsys.readouterr().out
     rows = plan(load_config(path))
-    assert [(row.run, row.done, row.remaining_seconds) for row in rows] == [("none", 8, 0.0), ("random_r0.5_k2", 8, 0.0)]
+    finished = [(row.run, row.done, row.remaining_seconds) for row in rows]
+    assert finished == [("none", 8, 0.0), ("random_r0.5_k2", 8, 0.0)]
     assert (tmp_path / "timed" / "TinyQwen2.5-VL" / "none" / "TinyQwen2.5-VL_DemoMCQ_score.json").exists()
 
 
@@ -51,7 +52,8 @@ def test_a_run_not_timed_yet_borrows_the_mean_of_the_models_other_runs(tmp_path)
     _store(config, "none", [2.0, 4.0, None])  # a row stored without a timing counts as done, not as timed
 
     none, pruned = plan(config)
-    assert (none.rows, none.done, none.seconds_per_row, none.borrowed, none.remaining_seconds) == (8, 3, 3.0, False, 15.0)
+    assert (none.rows, none.done, none.seconds_per_row, none.borrowed) == (8, 3, 3.0, False)
+    assert none.remaining_seconds == 15.0
     assert (pruned.done, pruned.seconds_per_row, pruned.borrowed, pruned.remaining_seconds) == (0, 3.0, True, 24.0)
     text = format_plan([none, pruned])
     assert "| TinyQwen2.5-VL | random_r0.5_k2 | DemoMCQ | 8 | 0 | 3.00* | 24 s |" in text

@@ -199,9 +199,10 @@ def evaluate_mathvista(predictions: pd.DataFrame, judge: Any) -> dict[str, Any]:
     for row in rows:
         reply = _text(row["prediction"])
         read_letter = row["question_type"] == "multi_choice" and extract_choice(reply, mathvista_options(row))
-        if read_letter or mathvista_correct(row, reply):
+        correct = mathvista_correct(row, reply)
+        if read_letter or correct:
             prefetched += 1
-            hits.append(float(mathvista_correct(row, reply)))
+            hits.append(float(correct))
             continue
         result = judge.ask(MATHVISTA_EXTRACTION_PROMPT.format(question=row["question"], prediction=reply))
         hits.append(float(mathvista_correct(row, _extracted_answer(result.value))) if result.ok else None)

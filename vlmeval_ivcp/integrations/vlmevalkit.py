@@ -251,7 +251,9 @@ def register() -> dict[str, list[str]]:
     for cls in models.values():
         setattr(vlm, cls.__name__, cls)
     # A benchmark VLMEvalKit already has (MMStar, POPE, ...) stays its own: its download, prompt and scoring.
-    theirs = {name for cls in dataset.DATASET_CLASSES if cls.__module__ != __name__ for name in cls.supported_datasets()}
+    theirs = {
+        name for cls in dataset.DATASET_CLASSES if cls.__module__ != __name__ for name in cls.supported_datasets()
+    }
     wrapped = [vlmevalkit_dataset(family, theirs) for family in DATASET_CLASSES]
     for cls in reversed(wrapped):
         dataset.DATASET_CLASSES.insert(0, cls)

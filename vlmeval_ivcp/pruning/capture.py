@@ -41,9 +41,10 @@ class AttentionTap:
     Args:
         module (`nn.Module`): an attention module with a `config` (every transformers decoder attention has one).
         sink (`Sink`): receives `(query, key, value, scaling)` as the attention function gets them.
+        hooks (`bool`): False when only `call` reads the states: the module's own forwards then pay nothing.
     """
 
-    def __init__(self, module: nn.Module, sink: Sink):
+    def __init__(self, module: nn.Module, sink: Sink, hooks: bool = True):
         if TAP_NAME not in ALL_ATTENTION_FUNCTIONS:
             AttentionInterface.register(TAP_NAME, _tapped_attention)
         if not hasattr(module, "config"):
@@ -55,7 +56,7 @@ class AttentionTap:
         self.handles = [
             module.register_forward_pre_hook(self._before),
             module.register_forward_hook(self._after),
-        ]
+        ] if hooks else []
 
     def call(self, **inputs: Any) -> None:
         """Run the module once on `inputs` with its states sent to `sink`, calling `forward` directly: an extra call

@@ -108,7 +108,8 @@ class Pruner:
             ]
         if "cut_attention" in self.method.needs:
             self._cut_taps = {
-                layer: AttentionTap(self._layers[layer].self_attn, self._keep_states) for layer in self._cut_at
+                layer: AttentionTap(self._layers[layer].self_attn, self._keep_states, hooks=False)
+                for layer in self._cut_at
             }
 
     def remove(self) -> None:

@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=_positive_int,
         metavar="N",
-        help="answer only N more rows of each dataset in every run (per rank, spread over the dataset), score nothing, "
-        "then print the plan: a quick timing of the whole config, which the full run later resumes from",
+        help="answer only N more rows of each dataset in every run (per rank, spread over the dataset), score "
+        "nothing, then print the plan: a quick timing of the whole config, which the full run later resumes from",
     )
     parser.add_argument(
         "--plan",
