@@ -8,7 +8,8 @@ files beside it, and writes to `--out` (default `<results>/tables`):
 - `results.md`, `results.tex`, `results.csv`: one row per model × method × ratio × layer (the unpruned `none` run
   first), one column per benchmark's headline score in percent, then `Avg`, `Rel. (%)` (the average relative to the
   same model's `none` run) and, when the predictions record them, the mean kept visual tokens per row and the mean
-  selection and generation time per row in milliseconds.
+  selection and generation time per row in milliseconds. HallusionBench's column is this project's summary (the
+  mean of aAcc, fAcc and qAcc); the three figures VLMEvalKit reports follow as their own columns, outside `Avg`.
 - `accuracy_vs_ratio_<dataset>.png`: headline score against retention ratio, one line per model × method × layer,
   the unpruned score as a dashed line.
 
@@ -33,6 +34,8 @@ import pandas as pd  # noqa: E402
 # Headlines that are not fractions in [0, 1]: the factor that turns them into percent of the maximum.
 PERCENT_FACTOR = {"MME": 100 / 2800, "OCRBench": 100 / 1000}
 KEY_COLUMNS = ["model", "method", "ratio", "layer"]
+# Figures printed beside a benchmark's headline (as "<dataset> <key>", in percent), not counted in `Avg`.
+DETAIL_FIGURES = {"HallusionBench": ("aAcc", "fAcc", "qAcc")}
 # Per-row cost in the predictions jsonl -> (table column, scale), shown when recorded.
 EFFICIENCY_COLUMNS = {
     "kept_visual_tokens": ("kept tokens", 1),
@@ -52,6 +55,7 @@ class RunResult:
     ratio: float | None
     layer: int | None
     scores: dict[str, float] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
 
 
@@ -78,9 +82,14 @@ def read_run(run_json: Path) -> RunResult:
     prefix = f"{model}_"
     for score_file in sorted(run_json.parent.glob(f"{prefix}*_score.json")):
         dataset = score_file.name[len(prefix) : -len("_score.json")]
-        value = percent(dataset, json.loads(score_file.read_text(encoding="utf-8")))
+        report = json.loads(score_file.read_text(encoding="utf-8"))
+        value = percent(dataset, report)
         if value is not None:
             result.scores[dataset] = value
+        for key in DETAIL_FIGURES.get(dataset, ()):
+            detail = percent(dataset, {"overall": report.get(key)})
+            if detail is not None:
+                result.details[f"{dataset} {key}"] = detail
     rows = [
         json.loads(line)
         for predictions in sorted(run_json.parent.glob(f"{prefix}*.jsonl"))
@@ -118,11 +127,13 @@ def build_table(runs: list[RunResult]) -> pd.DataFrame:
     """
     runs = sorted(runs, key=_sort_key)
     datasets = sorted({name for run in runs for name in run.scores})
+    details = sorted({name for run in runs for name in run.details})
     baseline = {run.model: run for run in runs if run.method == "none"}
     records = []
     for run in runs:
         record: dict[str, Any] = {"model": run.model, "method": run.method, "ratio": run.ratio, "layer": run.layer}
         record.update({name: run.scores.get(name) for name in datasets})
+        record.update({name: run.details.get(name) for name in details})
         record["Avg"] = _average(run, datasets)
         unpruned = _average(baseline[run.model], datasets) if run.model in baseline else None
         record["Rel. (%)"] = 100 * record["Avg"] / unpruned if record["Avg"] is not None and unpruned else None

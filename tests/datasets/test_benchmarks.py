@@ -142,11 +142,11 @@ def test_mme_judge_failure_is_counted_not_scored(tmp_path):
 
 def test_pope_f1_overall_and_per_subset(tmp_path):
     dataset = _dataset("POPE", tmp_path)
-    replies = ["Yes", "Yes", "No", "No", "Yes, there is.", None]  # a missing reply reads as Unknown, a "no"
+    replies = ["Yes", "Yes", "No", "No", "Yes, there is.", None]  # a missing reply reads as Unknown: "no" for F1
     report = dataset.evaluate(_predictions(dataset, replies))
-    # TP 2, FP 1, FN 1, TN 2.
+    # TP 2, FP 1, FN 1, TN 2 (the Unknown); accuracy counts the Unknown wrong, as VLMEvalKit's POPE_rating does.
     assert report["overall"] == report["f1"] == pytest.approx(2 / 3)
-    assert report["accuracy"] == pytest.approx(4 / 6) and report["precision"] == pytest.approx(2 / 3)
+    assert report["accuracy"] == pytest.approx(3 / 6) and report["precision"] == pytest.approx(2 / 3)
     assert report["category"]["adversarial"]["f1"] == pytest.approx(2 / 3)
     assert report["category"]["popular"]["f1"] == 0.0 and report["category"]["random"]["f1"] == 1.0
     assert report["unknown"] == 1

@@ -166,6 +166,24 @@ def test_pope_overall_is_the_pooled_score_of_the_subsets():
     )
 
 
+def test_pope_accuracy_counts_unknown_wrong_as_vlmevalkit():
+    # VLMEvalKit's POPE_rating: F1, precision and recall read an Unknown reply as "no", but accuracy is the mean of
+    # `score = (answer == extracted)`, so an Unknown reply to a "No" question is wrong for accuracy alone.
+    df = pd.DataFrame(
+        {
+            "answer": ["No", "No", "Yes", "No"],
+            "extracted": ["Unknown", "No", "Yes", "Unknown"],
+            "category": ["random", "random", "popular", "popular,random"],
+        }
+    )
+    report = pope_scores(df)
+    # Pooled rows: 0 (Unknown, wrong), 1 (right), 2 (right), 3 twice (Unknown, wrong): 2 of 5 right.
+    assert report["overall"]["accuracy"] == pytest.approx(2 / 5)
+    assert report["overall"]["precision"] == 1.0 and report["overall"]["recall"] == 1.0
+    assert report["category"]["random"]["accuracy"] == pytest.approx(1 / 3)
+    assert report["category"]["popular"]["accuracy"] == pytest.approx(1 / 2)
+
+
 def test_pope_subset_without_positives():
     df = pd.DataFrame({"answer": ["No", "No"], "extracted": ["No", "Yes"], "category": ["random", "random"]})
     scores = pope_scores(df)["category"]["random"]

@@ -65,6 +65,18 @@ def test_the_table_holds_percent_scores_average_and_relative_to_unpruned(results
     assert pd.isna(quarter["kept tokens"]), "no predictions file: no efficiency numbers"
 
 
+def test_hallusionbench_prints_aacc_facc_qacc_beside_its_summary(tmp_path):
+    # VLMEvalKit reports HallusionBench as aAcc, fAcc and qAcc; `overall` (their mean) is this project's summary.
+    report = {"overall": 0.6, "aAcc": 0.75, "fAcc": 0.5, "qAcc": 0.55}
+    write_run(tmp_path, "none", "none", {}, {"HallusionBench": report, "MMStar": {"overall": 0.4}})
+    table = make_tables.build_table(make_tables.collect_runs(tmp_path))
+    row = table.iloc[0]
+    assert row["HallusionBench aAcc"] == pytest.approx(75.0) and row["HallusionBench fAcc"] == pytest.approx(50.0)
+    assert row["HallusionBench qAcc"] == pytest.approx(55.0)
+    assert row["Avg"] == pytest.approx(50.0), "the three figures are shown, not averaged in again"
+    assert "HallusionBench qAcc" in make_tables.to_markdown(table)
+
+
 def test_the_command_writes_markdown_latex_csv_and_one_plot_per_benchmark(results, tmp_path):
     out = tmp_path / "tables"
     assert make_tables.main([str(results), "--out", str(out)]) == 0

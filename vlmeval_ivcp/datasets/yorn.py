@@ -33,7 +33,7 @@ def _hallusion_report(scored: pd.DataFrame) -> dict[str, Any]:
         scored = add_hallusion_ids(scored)
     report = hallusion_scores(scored)
     overall = report.pop("overall")
-    # VLMEvalKit's headline for HallusionBench: the mean of aAcc, fAcc and qAcc.
+    # This project's one-number summary: VLMEvalKit reports aAcc, fAcc and qAcc only (tables print all three).
     return {"overall": sum(overall.values()) / len(overall), **overall, **report}
 
 
@@ -45,10 +45,11 @@ REPORTS: dict[str, Callable[[pd.DataFrame], dict[str, Any]]] = {
 
 
 class YesNoDataset(ImageDataset):
-    """MME (perception + cognition), POPE (F1) and HallusionBench (mean of aAcc, fAcc, qAcc).
+    """MME (perception + cognition), POPE (F1) and HallusionBench (aAcc, fAcc, qAcc; `overall` is their mean, this
+    project's summary, not a VLMEvalKit figure).
 
     `evaluate` returns the metric's report with a numeric `overall` headline, plus `unknown` (replies still read as
-    Unknown after the judge, scored as VLMEvalKit scores them: wrong, or "no" for POPE) and `judge_failures` (Unknown
+    Unknown after the judge, scored as VLMEvalKit scores them: wrong, and "no" for POPE's F1) and `judge_failures` (Unknown
     replies the judge was asked about but did not answer).
     """
 

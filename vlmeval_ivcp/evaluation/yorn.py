@@ -1,7 +1,7 @@
 """Yes/no benchmarks: read yes/no out of a reply, then MME, POPE and HallusionBench scores.
 
 Answers are compared case-insensitively; an answer cell that is neither yes nor no is an error. A reply read as
-"Unknown" is wrong (POPE counts it as a "no"); the caller may ask the LLM judge first (`Judge.extract_yes_no`).
+"Unknown" is wrong (POPE's F1 counts it as a "no"); the caller may ask the LLM judge first (`Judge.extract_yes_no`).
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def pope_scores(
     A row may belong to several subsets ("adversarial,popular"): VLMEvalKit's POPE TSV stores a question shared by
     subsets once. Such a row counts once in each of its subsets, in the subset's scores and in "overall" alike, as
     VLMEvalKit's `POPE_rating` scores the table after splitting such rows: "overall" is the pooled score of the
-    subsets (a row without a subset counts once). An Unknown reply is a "no", as in VLMEvalKit.
+    subsets (a row without a subset counts once). As in VLMEvalKit, an Unknown reply is a "no" for F1, precision
+    and recall, but wrong for accuracy (the mean of answer == extracted), even when the answer is "No".
 
     Returns:
         `dict`: `{"overall": binary_scores, "category": {subset: binary_scores}}` (no "category" key when the
@@ -160,17 +161,19 @@ def pope_scores(
     require_columns(df, [extracted_col, answer_col], "POPE scores")
     truth = _answers_are_yes(df, answer_col)
     predicted = _extracted_is(df, extracted_col, "yes")
+    hits = yes_no_hits(df, extracted_col, answer_col)
+
+    def scores(rows: pd.Index) -> dict[str, float | int]:
+        return {**binary_scores(truth[rows].tolist(), predicted[rows].tolist()), "accuracy": float(hits[rows].mean())}
+
     if category_col not in df.columns:
-        return {"overall": binary_scores(truth.tolist(), predicted.tolist())}
+        return {"overall": scores(df.index)}
     subsets = df[category_col].dropna().astype(str).str.split(",").explode().str.strip()
     subsets = subsets[subsets != ""]
     pooled = subsets.index.append(df.index.difference(subsets.index))
     return {
-        "overall": binary_scores(truth[pooled].tolist(), predicted[pooled].tolist()),
-        "category": {
-            subset: binary_scores(truth[rows.index].tolist(), predicted[rows.index].tolist())
-            for subset, rows in sorted(subsets.groupby(subsets))
-        },
+        "overall": scores(pooled),
+        "category": {subset: scores(rows.index) for subset, rows in sorted(subsets.groupby(subsets))},
     }
 
 
