@@ -37,6 +37,9 @@ from vlmeval_ivcp.evaluation.vqa import (
         ("yes, sir", "yes sir"),
         ("left\nside\t", "left side"),
         ("o'clock", "o'clock"),
+        ("10.", "10."),  # VLMEvalKit's process_punctuation keeps a period that follows a digit
+        ("It is 3. Maybe", "it is 3. maybe"),
+        ("." * 40 + "a", "." * 8 + "a"),  # ... and deletes at most 32 periods (it passes re.UNICODE as the count)
     ],
 )
 def test_normalize_vqa_answer(raw, normalised):

@@ -31,6 +31,15 @@ from vlmeval_ivcp.evaluation.yorn import (
         ("Nope", "Unknown"),
         ("yesterday", "Unknown"),
         ("", "Unknown"),
+        # VLMEvalKit's YOrN_Extraction splits at whitespace after its process_punctuation only:
+        ("**No**", "Unknown"),  # "*" is no punctuation there
+        ("No: the table is empty.", "Unknown"),  # nor is ":"
+        ("Answer: yes", "Yes"),
+        ("(yes)", "Yes"),
+        ("yes/no", "Unknown"),  # "/" touches no space: it separates "yes" and "no"
+        ("Yes-ish, I would say so", "Yes"),
+        ("isn't", "Unknown"),
+        ("No.\n", "No"),
     ],
 )
 def test_extract_yes_no(prediction, expected):

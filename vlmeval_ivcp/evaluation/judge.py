@@ -265,7 +265,8 @@ class Judge:
             f"Answer with the letter of the option the reply chose and nothing else. If the reply chooses no option, "
             f"or more than one, answer {NO_OPTION}."
         )
-        return self._parse(self.ask(prompt), lambda reply: extract_choice(reply, {**options, NO_OPTION: ""}))
+        # VLMEvalKit reads the judge's reply with the same rule, which reads a lone "Z" as NO_OPTION.
+        return self._parse(self.ask(prompt), lambda reply: extract_choice(reply, options))
 
     def extract_yes_no(self, question: str, prediction: str) -> JudgeResult:
         """Whether a reply to a yes/no question means yes or no, asked when the rules gave "Unknown".

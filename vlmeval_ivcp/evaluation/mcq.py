@@ -1,7 +1,8 @@
 """Multiple choice: read the chosen letter out of a free-form reply, then plain and MMBench-circular accuracy.
 
-The letter rules never guess: a reply that names two different options, or none, gives `None`, and the caller may
-then ask the LLM judge (`Judge.extract_choice`).
+The letter is read by VLMEvalKit's exact-matching rule (`can_infer` of `vlmeval/utils/matching_util.py`, commit
+e8e78f0): the option rule, then the option-text rule. A reply neither rule reads gives `None`, and the caller may
+then ask the LLM judge (`Judge.extract_choice`); a refusal reads as `NO_ANSWER` ("Z"), which is always wrong.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ from .metrics import GROUP_COLUMNS, mean_by_group, present_group_columns, requir
 
 # MMBench stores the k-th rotation of question q under index q + k * CIRCULAR_OFFSET.
 CIRCULAR_OFFSET = 1_000_000
-
-# Surrounding decoration a reply may wrap a lone letter in: "(A)", "**A**", "A.", "[A]", "'A'".
-_DECORATION = " \t\r\n.:;,!?()[]{}*#'\"`"
-
-# Rules in order of strength. A rule that finds one letter decides; one that finds several different letters makes
-# the reply ambiguous (None) without trying weaker rules; one that finds nothing hands over to the next rule.
-_ANSWER_STATEMENT = re.compile(
-    # "Answer: B", "the answer is **(B)**", "option B" ...
-    r"(?i:\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be))?)[\s:：*(\[]*([A-Z])(?![A-Za-z0-9])"
-    # ... or "B is the correct answer", "(B) is the best option"
-    r"|\b([A-Z])[)\]*]*\s+(?i:is\s+(?:the\s+)?(?:correct\s+|right\s+|best\s+)?(?:answer|option|choice)\b)"
+# VLMEvalKit's letter for "no option": a refusal, or a lone "Z"; it never equals an answer.
+NO_ANSWER = "Z"
+# Replies VLMEvalKit reads as a refusal (substrings, case-sensitive), and the API-failure text it never reads.
+REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
 )
-_LETTER_MARKER = re.compile(r"\(([A-Z])\)|^[ \t*#]*([A-Z])(?:[.:)]|[ \t*]*$)", re.MULTILINE)
+API_FAILURE = "Failed to obtain answer via API"
+# Characters read as spaces before a reply is cut into words.
+_WORD_SEPARATORS = str.maketrans({char: " " for char in ".()[],:;!*#{}"})
+# VLMEvalKit's verbose-answer pattern: "the correct answer is **B**"; it knows the letters A-D only.
+_VERBOSE_ANSWER = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
 def options_from_row(row: Mapping) -> dict[str, str]:
@@ -49,65 +51,60 @@ def options_from_row(row: Mapping) -> dict[str, str]:
     return options
 
 
-def _normalize_text(text: str) -> str:
-    return " ".join(text.lower().split()).strip(_DECORATION)
+def infer_option(prediction: str, options: Mapping[str, str]) -> str | None:
+    """VLMEvalKit's option rule (`can_infer_option`): the letter a reply names, `NO_ANSWER`, or `None`.
+
+    Punctuation in `.()[],:;!*#{}` becomes space and the reply is cut at whitespace. Exactly one option letter
+    among the words, and its first occurrence among the last four words: that letter (so "I think it's B" reads B,
+    "B. Because A is wrong" and "B is the correct answer." do not). No option letter but the word "Z", or a known
+    refusal: `NO_ANSWER`. Otherwise "answer is X" (X in A-D, any case) when X is an option. VLMEvalKit's
+    `VERBOSE` logging branch (which rejects any reply of more than three words holding "A") is not followed.
+    """
+    if API_FAILURE in prediction:
+        return None
+    if any(refusal in prediction for refusal in REFUSALS):
+        return NO_ANSWER
+    words = prediction.translate(_WORD_SEPARATORS).split()
+    named = [letter for letter in options if letter in words]
+    if len(named) == 1:
+        if words.index(named[0]) > len(words) - 5:
+            return named[0]
+    elif not named and NO_ANSWER in words:
+        return NO_ANSWER
+    verbose = _VERBOSE_ANSWER.search(prediction)
+    if verbose and verbose.group(1).upper() in options:
+        return verbose.group(1).upper()
+    return None
 
 
-def _unique_letter(found: set[str]) -> tuple[bool, str | None]:
-    """(decided, letter): decided when the rule found anything; letter is None when it found several."""
-    if not found:
-        return False, None
-    return True, (found.pop() if len(found) == 1 else None)
+def infer_text(prediction: str, options: Mapping[str, str]) -> str | None:
+    """VLMEvalKit's option-text rule (`can_infer_text`): the one option whose text occurs in the reply.
 
-
-def _match_option_text(prediction: str, options: Mapping[str, str]) -> str | None:
-    """The one option whose text the prediction states; longer texts are matched (and masked) first, so a reply
-    "dark red" picks "dark red" over "red", while "dark red or red" names both."""
-    text = _normalize_text(prediction)
-    texts = {letter: _normalize_text(option) for letter, option in options.items()}
-    exact = [letter for letter, option in texts.items() if option and option == text]
-    if len(exact) == 1:
-        return exact[0]
-    found = set()
-    for letter, option in sorted(texts.items(), key=lambda kv: -len(kv[1])):
-        if not option:
-            continue
-        pattern = re.compile(rf"(?<!\w){re.escape(option)}(?!\w)")
-        if pattern.search(text):
-            found.add(letter)
-            text = pattern.sub(" ", text)
-    return found.pop() if len(found) == 1 else None
+    Case-insensitive substring test ("red" occurs in "bored"); a reply longer than twice the options' total text
+    length reads nothing; two options found read nothing.
+    """
+    answer = prediction.lower()
+    if len(answer) > 2 * sum(len(str(text)) for text in options.values()):
+        return None
+    found = [letter for letter, text in options.items() if str(text).lower() in answer]
+    return found[0] if len(found) == 1 else None
 
 
 def extract_choice(prediction: str, options: Mapping[str, str]) -> str | None:
-    """The option letter a free-form reply chose, by rules, or `None` when the reply is ambiguous or names none.
+    """The option letter a free-form reply chose, by VLMEvalKit's exact-matching rule (`can_infer`).
 
-    Rules, strongest first (letters are upper case and must be keys of `options`):
-    1. the whole reply is one letter, possibly decorated: "B", "B.", "(B)", "**B**";
-    2. an answer statement: "Answer: B", "The answer is (B)", "option B", "B is the correct answer";
-    3. letter markers: "(B)" anywhere, or a line starting with "B." / "B:" / "B)" or holding only "B";
-    4. the reply states exactly one option's text (whole words, case-insensitive; longest text first).
-    The first rule that finds anything decides; if it finds two different letters the result is `None`.
+    `infer_option` first, then `infer_text`. See docs/datasets.md for the rule in words and its quirks.
 
     Args:
         prediction (`str`): the model's reply.
         options (`Mapping[str, str]`): letter -> option text (see `options_from_row`).
 
     Returns:
-        `str | None`: the letter, or `None`.
+        `str | None`: an option letter, `NO_ANSWER` ("Z", a refusal), or `None` (nothing read).
     """
     if not isinstance(prediction, str):
         raise TypeError(f"prediction must be a str, got {type(prediction).__name__}: {prediction!r}")
-    letters = set(options)
-    bare = prediction.strip(_DECORATION)
-    if bare in letters:
-        return bare
-    for rule in (_ANSWER_STATEMENT, _LETTER_MARKER):
-        found = {letter for match in rule.finditer(prediction) for letter in match.groups() if letter in letters}
-        decided, letter = _unique_letter(found)
-        if decided:
-            return letter
-    return _match_option_text(prediction, options)
+    return infer_option(prediction, options) or infer_text(prediction, options)
 
 
 def extract_choices(df: pd.DataFrame, prediction_col: str = "prediction") -> pd.Series:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import re
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from .metrics import GROUP_COLUMNS, mean_by_group, require_columns
+from .punctuation import process_punctuation
 
-# The official VQA evaluation's punctuation set (no period, colon or apostrophe: those are handled apart or kept).
-_PUNCTUATION = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
@@ -44,22 +42,6 @@ def _apostrophe_variants(word: str) -> set[str]:
 
 
 _CONTRACTION_FIXES = {variant: word for word in _CONTRACTIONS for variant in _apostrophe_variants(word)}
-_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
-_PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
-
-
-def _strip_punctuation(text: str) -> str:
-    # Official rule: a mark that touches a space somewhere (or any text with a "1,000"-style number) is deleted
-    # everywhere; otherwise it separates words ("black-white" -> "black white"). Periods go unless a digit follows.
-    has_number_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
-    out = text
-    for mark in _PUNCTUATION:
-        if mark in text:
-            touches_space = f"{mark} " in text or f" {mark}" in text
-            out = out.replace(mark, "" if touches_space or has_number_comma else " ")
-    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
-
-
 def normalize_vqa_answer(text: str) -> str:
     """The official VQA answer normalisation.
 
@@ -73,7 +55,7 @@ def normalize_vqa_answer(text: str) -> str:
         `str`: the normalised answer, words joined by single spaces.
     """
     text = str(text).replace("\n", " ").replace("\t", " ").strip()
-    words = [_NUMBER_WORDS.get(word, word) for word in _strip_punctuation(text).lower().split()]
+    words = [_NUMBER_WORDS.get(word, word) for word in process_punctuation(text).lower().split()]
     return " ".join(_CONTRACTION_FIXES.get(word, word) for word in words if word not in _ARTICLES)
 
 

@@ -6,12 +6,12 @@ Answers are compared case-insensitively; an answer cell that is neither yes nor 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import pandas as pd
 
 from .metrics import GROUP_COLUMNS, mean_by_group, present_group_columns, require_columns
+from .punctuation import process_punctuation
 
 YES, NO, UNKNOWN = "Yes", "No", "Unknown"
 
@@ -27,17 +27,21 @@ HALLUSION_QUESTION_KEYS = ("l2-category", "set_id", "question_id")
 
 
 def extract_yes_no(prediction: str) -> str:
-    """ "Yes" or "No" when the reply's words contain exactly one of yes/no, else "Unknown" (VLMEvalKit's rule).
+    """ "Yes" or "No" when the reply's words hold exactly one of yes/no, else "Unknown" (VLMEvalKit's
+    `YOrN_Extraction`).
+
+    Words are those of the lower-cased reply after VLMEvalKit's `process_punctuation`, cut at whitespace: "No,"
+    and "no." read as "no", but "**No**" and "No:" are other words (markdown and colons are not punctuation there).
 
     Args:
-        prediction (`str`): the model's reply; words are split at any non-alphanumeric character.
+        prediction (`str`): the model's reply.
 
     Returns:
         `str`: `YES`, `NO` or `UNKNOWN`.
     """
     if not isinstance(prediction, str):
         raise TypeError(f"prediction must be a str, got {type(prediction).__name__}: {prediction!r}")
-    words = set(re.findall(r"[a-z0-9]+", prediction.lower()))
+    words = set(process_punctuation(prediction.lower()).split())
     if ("yes" in words) == ("no" in words):
         return UNKNOWN
     return YES if "yes" in words else NO
