@@ -41,9 +41,13 @@ class ImageDataset(ABC):
             self._image_paths = dump_images(self.data, self.name, self.root)
         return self._image_paths[position]
 
-    def message(self, position: int) -> Message:
+    def message(self, position: int, model: Any = None) -> Message:
+        """The row's images, then its text: `model`'s own prompt when it has one for this benchmark (VLMEvalKit's
+        `model.use_custom_prompt(dataset)`), else `build_prompt`."""
         row = self.data.iloc[position]
         images = [{"type": "image", "value": path} for path in self.image_paths(position)]
+        if model is not None and model.use_custom_prompt(self.name):
+            return images + model.prompt_text(row, self.name)
         return images + self.build_prompt(row)
 
     @abstractmethod

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from ..evaluation.efficiency import FirstTokenTimer, kv_cache_bytes, prefill_flops, pruned_layer_lengths
 from ..pruning import Pruner, prune
+from .prompts import CustomPrompts, dataset_type
 
 Message = list[dict[str, str]]
 
@@ -74,12 +75,16 @@ class PrunedVLM(ABC):
         dtype (`str`): "auto", "float32", "bfloat16", "float16" or "float64" (exactness tests).
         device_map (`str` or `dict`): passed to `from_pretrained` ("auto" spreads a big model over the GPUs).
         max_new_tokens (`int`): generation budget per answer.
+        use_custom_prompt (`bool`): ask benchmarks with the family's own prompts (`custom_prompts`, VLMEvalKit's
+            model-class prompts) where it has one, instead of the dataset's; refused for a family without them.
     """
 
     is_api = False
     INTERLEAVE = True
     # The box convention of the family's grounding answers (a frame of vlmeval_ivcp.evaluation.grounding.FRAMES).
     grounding_frame: str | None = None
+    # The family's model-specific prompts (VLMEvalKit's `build_prompt` of its model class), if any.
+    custom_prompts: CustomPrompts | None = None
 
     def __init__(
         self,
@@ -92,9 +97,16 @@ class PrunedVLM(ABC):
         dtype: str = "auto",
         device_map: str | dict | None = None,
         max_new_tokens: int = 512,
+        use_custom_prompt: bool = False,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if not isinstance(use_custom_prompt, bool):
+            raise ValueError(f"use_custom_prompt must be true or false, got {use_custom_prompt!r}")
+        if use_custom_prompt and self.custom_prompts is None:
+            raise ValueError(f"use_custom_prompt: {type(self).__name__} has no model-specific prompts")
+        self._use_custom_prompt = use_custom_prompt
+        self._dump_image: Any = None
         self.model_path = str(model_path)
         self.max_new_tokens = int(max_new_tokens)
         self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
@@ -117,12 +129,26 @@ class PrunedVLM(ABC):
         self.method = method
 
     def use_custom_prompt(self, dataset: str | None) -> bool:
-        """VLMEvalKit's question: no prompts of our own, every benchmark is asked with the dataset's prompt."""
-        return False
+        """VLMEvalKit's question: whether `dataset` is asked with the family's own prompt (only when the model was
+        built with `use_custom_prompt=True`)."""
+        return self._use_custom_prompt and self.custom_prompts.applies(dataset, dataset_type(dataset))
+
+    def prompt_text(self, row: Any, dataset: str) -> Message:
+        """The text part of the family's own prompt for one row (images come first, added by the caller)."""
+        return [{"type": "text", "value": self.custom_prompts.text(row, dataset, dataset_type(dataset))}]
 
     def set_dump_image(self, dump_image: Any) -> None:
-        """VLMEvalKit hands every local model the dataset's image writer; our messages already carry the image
-        paths, so it is not needed."""
+        """VLMEvalKit hands every local model the dataset's image writer, for `build_prompt`."""
+        self._dump_image = dump_image
+
+    def build_prompt(self, line: Any, dataset: str) -> Message:
+        """VLMEvalKit's call where `use_custom_prompt(dataset)`: the row's images (from the dataset's image writer
+        given to `set_dump_image`), then `prompt_text`."""
+        if self._dump_image is None:
+            raise RuntimeError("build_prompt needs the dataset's image writer: call set_dump_image first")
+        paths = self._dump_image(line)
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        return [{"type": "image", "value": path} for path in paths] + self.prompt_text(line, dataset)
 
     @abstractmethod
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any) -> tuple[Any, Any]:
@@ -164,8 +190,12 @@ class PrunedVLM(ABC):
     def build_inputs(self, message: Message, dataset: str | None) -> dict[str, Any]:
         """Turn one VLMEvalKit message into model inputs (the family's chat format, images first)."""
         image_paths, texts = split_message(message)
-        images = [Image.open(path).convert("RGB") for path in image_paths]
+        images = [self.load_image(path, dataset) for path in image_paths]
         return self.encode([self.chat_prompt(len(images), "\n".join(texts))], images, dataset)
+
+    def load_image(self, path: str, dataset: str | None) -> Image.Image:
+        """One picture of a message, as the family's VLMEvalKit class reads it (RGB by default)."""
+        return Image.open(path).convert("RGB")
 
     def decode(self, token_ids: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

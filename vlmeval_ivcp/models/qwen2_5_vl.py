@@ -8,8 +8,10 @@ from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from .base import PrunedVLM
+from .prompts import QWEN2_VL_PROMPTS
+from .qwen_images import fetch_image
 
-# VLMEvalKit's pixel budgets for Qwen2.5-VL (OCRBench forces a larger minimum).
+# VLMEvalKit's pixel budgets for Qwen2.5-VL (OCRBench forces a larger minimum, keeping the maximum).
 MIN_PIXELS = 1280 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28
 DATASET_MIN_PIXELS = {"OCRBench": 10 * 10 * 28 * 28}
@@ -37,11 +39,14 @@ class Qwen2_5_VL(PrunedVLM):
 
     Args:
         min_pixels, max_pixels (`int`): the image pixel budget (VLMEvalKit's defaults; the release of IVC-Prune
-            uses min_pixels = 4·28², max_pixels = 16384·28²).
-        other args: see `PrunedVLM`.
+            uses min_pixels = 4·28², max_pixels = 16384·28², and 6384·28² for its 3B entry).
+        other args: see `PrunedVLM`; `use_custom_prompt=True` asks with VLMEvalKit's Qwen2-VL class prompts.
+
+    Images are resized as VLMEvalKit's Qwen2-VL class has qwen_vl_utils resize them (`qwen_images.fetch_image`).
     """
 
     grounding_frame = "qwen25vl_abs"
+    custom_prompts = QWEN2_VL_PROMPTS
 
     def __init__(self, model_path: str, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, **kwargs: Any):
         self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
@@ -60,6 +65,10 @@ class Qwen2_5_VL(PrunedVLM):
 
     def chat_prompt(self, images: int, text: str) -> str:
         return qwen_chat_prompt(images, text)
+
+    def load_image(self, path: str, dataset: str | None) -> Any:
+        budget = self.pixel_budget(dataset)
+        return fetch_image(path, budget["shortest_edge"], budget["longest_edge"])
 
     def processor_options(self, dataset: str | None) -> dict[str, Any]:
         return {"size": self.pixel_budget(dataset)}

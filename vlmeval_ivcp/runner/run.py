@@ -100,7 +100,7 @@ def infer_dataset(
         # Spread over the dataset, which is often ordered by category: a fairer sample of the per-row time.
         pending = [pending[i * len(pending) // limit] for i in range(min(limit, len(pending)))]
     for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
-        message = dataset.message(position)  # the first call decodes the dataset's images: a one-time cost
+        message = dataset.message(position, wrapper)  # the first call decodes the dataset's images: a one-time cost
         started = time.perf_counter()
         prediction = wrapper.generate(message, dataset=dataset.name)
         stats = wrapper.stats
