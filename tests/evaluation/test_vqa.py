@@ -86,9 +86,11 @@ def test_vqa_score_single_answer_is_normalised_exact_match():
         ("10.6", ["10"], 0.0),  # 6% off
         ("9.5", ["10"], 1.0),  # exactly 5% off
         ("45%", ["0.45"], 1.0),
-        ("0.0", ["0"], 1.0),
+        ("0.0", ["0"], 0.0),  # VLMEvalKit: a gold 0 is falsy, so "0.0" is compared as text
+        ("0", ["0"], 1.0),
         ("0.01", ["0"], 0.0),
         (" Yes ", ["yes"], 1.0),
+        ("yes", [" yes"], 0.0),  # the prediction is stripped, the gold answer is not
         ("Yes.", ["yes"], 0.0),
         ("blue", ["12"], 0.0),
         ("12", ["blue", "12.3"], 1.0),
@@ -114,6 +116,8 @@ def test_levenshtein():
         ("abcd", ["axyz"], 0.0),  # similarity 0.25
         ("hallo", ["nothing alike", "hello"], 0.8),  # best gold answer
         ("", [""], 1.0),
+        # VLMEvalKit divides the distance of the normalised strings by the longer raw length: 1 - 1/12, not 1/11
+        ("hallo  world", ["hello world"], 11 / 12),
     ],
 )
 def test_anls(prediction, answers, score):

@@ -106,17 +106,18 @@ def _to_number(text: str) -> float | None:
 def relaxed_accuracy(prediction: str, answers: Sequence[str], tolerance: float = 0.05) -> float:
     """ChartQA relaxed accuracy: 1.0 if some gold answer matches, else 0.0.
 
-    Numbers ("12", "3.5", "45%" = 0.45) match within `tolerance` relative error (a gold 0 needs exactly 0);
-    anything else needs a case-insensitive exact match after stripping spaces.
+    Numbers ("12", "3.5", "45%" = 0.45) match within `tolerance` relative error; anything else, and any answer
+    against a gold 0 (VLMEvalKit tests the gold number for truth), needs a case-insensitive exact match of the
+    stripped prediction with the gold answer as it is.
     """
     pred_text = str(prediction).strip()
     pred_number = _to_number(pred_text)
     for answer in answers:
         gold_number = _to_number(str(answer))
-        if pred_number is not None and gold_number is not None:
+        if pred_number is not None and gold_number:
             if abs(pred_number - gold_number) <= tolerance * abs(gold_number):
                 return 1.0
-        elif pred_text.lower() == str(answer).strip().lower():
+        elif pred_text.lower() == str(answer).lower():
             return 1.0
     return 0.0
 
@@ -137,14 +138,15 @@ def levenshtein(a: str, b: str) -> int:
 def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
     """ANLS (DocVQA, InfoVQA): best over gold answers of 1 - normalised edit distance, 0 when below `threshold`.
 
-    Both strings are lower-cased with whitespace collapsed; the distance is divided by the longer length. As in
-    VLMEvalKit a similarity equal to the threshold is kept.
+    Both strings are lower-cased with whitespace collapsed for the distance, which is divided by the longer of the
+    raw strings' lengths (upper-cased), as VLMEvalKit's `anls_compute` does. As in VLMEvalKit a similarity equal to
+    the threshold is kept.
     """
     pred = " ".join(str(prediction).lower().split())
     best = 0.0
     for answer in answers:
         gold = " ".join(str(answer).lower().split())
-        longest = max(len(gold), len(pred))
+        longest = max(len(str(answer).upper()), len(str(prediction).upper()))
         similarity = 1.0 if longest == 0 else 1.0 - levenshtein(gold, pred) / longest
         best = max(best, similarity)
     return best if best >= threshold else 0.0
