@@ -30,7 +30,11 @@ from vlmeval_ivcp.evaluation.vqa import (
         ("an apple", "apple"),
         ("none", "0"),
         ("dont", "don't"),
-        ("couldntve", "couldn't've"),
+        ("couldnt've", "couldn't've"),
+        # VLMEvalKit's contraction table, quirks included: one apostrophe missing only, no "im", "somebodyd"
+        ("couldntve", "couldntve"),
+        ("im", "im"),
+        ("somebody'd", "somebodyd"),
         ("3.5", "3.5"),
         ("1,000", "1000"),
         ("black-white", "black white"),

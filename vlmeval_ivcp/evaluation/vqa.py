@@ -20,28 +20,34 @@ _NUMBER_WORDS = {
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
 _ARTICLES = frozenset({"a", "an", "the"})
-# Contractions as they should be written; answers that dropped any of the apostrophes are mapped back to these.
+# Contractions as they should be written; an answer word missing exactly one of their apostrophes is mapped back
+# ("couldnt've" and "couldn'tve", not "couldntve"), as VLMEvalKit's table does. Its table restores no "im", "ive",
+# "id've", "lets" or "shes" (their keys are capitalised or map to themselves), so those words are not listed.
 _CONTRACTIONS = (
     "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't he'd "
-    "he'd've he's how'd how'll how's i'd've i'm i've isn't it'd it'd've it'll let's ma'am mightn't mightn't've "
-    "might've mustn't must've needn't not've o'clock oughtn't shan't she'd've she's should've shouldn't "
-    "shouldn't've somebody'd somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's "
+    "he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've 'ow's'at "
+    "might've mustn't must've needn't not've o'clock oughtn't shan't she'd've should've shouldn't "
+    "shouldn't've somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's "
     "something'd something'd've something'll that's there'd there'd've there're there's they'd they'd've they'll "
     "they're they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's where'd where's "
     "where've who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't wouldn't've y'all "
     "y'all'll y'all'd've you'd you'd've you'll you're you've"
 ).split()
+# VLMEvalKit's table also turns "somebody'd" into "somebodyd" (sic).
+_CONTRACTION_QUIRKS = {"somebody'd": "somebodyd"}
 
 
 def _apostrophe_variants(word: str) -> set[str]:
-    """`word` with every non-empty subset of its apostrophes removed ("couldn't've" -> "couldnt've", ...)."""
-    variants = {word}
-    for _ in range(word.count("'")):
-        variants |= {v[:i] + v[i + 1 :] for v in variants for i, ch in enumerate(v) if ch == "'"}
-    return variants - {word}
+    """`word` with exactly one of its apostrophes removed ("couldn't've" -> "couldnt've", "couldn'tve")."""
+    return {word[:i] + word[i + 1 :] for i, char in enumerate(word) if char == "'"}
 
 
-_CONTRACTION_FIXES = {variant: word for word in _CONTRACTIONS for variant in _apostrophe_variants(word)}
+_CONTRACTION_FIXES = {
+    **{variant: word for word in _CONTRACTIONS for variant in _apostrophe_variants(word)},
+    **_CONTRACTION_QUIRKS,
+}
+
+
 def normalize_vqa_answer(text: str) -> str:
     """The official VQA answer normalisation.
 
