@@ -175,3 +175,34 @@ def test_an_unknown_tiled_rule_or_score_dtype_is_refused():
         IVCPruneConfig(tiled_rule="thumbnail")
     with pytest.raises(ValueError, match="score_dtype must be one of .* got 'bf16'"):
         IVCPruneConfig(score_dtype="bf16")
+
+
+# Pictures that give a global view plus local tiles on each tiny checkpoint (as in test_engine_families.py).
+TILED = {"internvl": ((224, 224), "internvl2_5_8b"), "deepseek_vl2": ((90, 70), "deepseek_vl2_small")}
+
+
+@pytest.mark.parametrize("family", sorted(TILED))
+def test_official_presets_run_the_release_rules_inside_the_tiny_models(family):
+    from support.reference import alive_per_layer, check_pruned_run, greedy_generate
+    from support.tiny import family_inputs, tiny_wrapper
+
+    from vlmeval_ivcp import prune
+
+    size, preset = TILED[family]
+    wrapper = tiny_wrapper("sdpa", family=family)
+    model = wrapper.model
+    inputs, layouts = family_inputs(wrapper, ["What is in the picture?"], sizes=[size])
+    layout = layouts[0][0]
+    options = vars(official_config(preset, layer=2, n_ivc=1))  # the tiny views have only a few cells
+    with prune(model, "ivc_prune", **options) as pruner:
+        pruner.set_image_layouts(layouts)
+        out = greedy_generate(model, inputs, 3)
+        pruner.set_image_layouts(layouts)
+        with torch.no_grad():
+            prefill = model(**inputs).logits
+    selection = pruner.last.stages[0][0]
+    assert selection.parts["mapped"].numel() > 0 and torch.isin(layout.separators(), selection.keep).all()
+    assert selection.keep.numel() <= max(1, round(options["ratio"] * layout.n_tokens))
+    n_layers = model.config.get_text_config().num_hidden_layers
+    alive = alive_per_layer(inputs["input_ids"], model.config.image_token_id, [2], pruner.last.stages, n_layers)
+    check_pruned_run(model, inputs, prefill, out, alive, [alive[-1]] * len(alive), "sdpa")
