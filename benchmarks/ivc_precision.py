@@ -6,10 +6,11 @@
 
 For each image size L: random bf16 value vectors (`--heads` heads of `--head-dim`, a 15-token prefix, the image,
 40 text tokens), each one vector shared by all tokens of a head plus `--noise` times its own (real value vectors
-are alike, which brings scores closer and makes bf16 rounding matter more; 1.0 is nearly independent tokens), 1D RoPE with Qwen2.5-VL-7B's base (1e6) and rotary width (128), the plain rule at ratio 0.5. Both
-runs see the same bf16 tensors; "float32" upcasts them and evaluates the IVC angles in float64, "model" computes as
-the release does (bf16 RoPE tables, bf16 products, softmax in float32 rounded to bf16, bf16 means). The figure is
-the share of kept tokens that one run keeps and the other does not, |A \\ B| / n_keep, mean and max over trials.
+are alike, which brings scores closer and makes bf16 rounding matter more; 1.0 is nearly independent tokens), 1D
+RoPE with Qwen2.5-VL-7B's base (1e6) and rotary width (128), the plain rule at ratio 0.5. Both runs see the same
+bf16 tensors; "float32" upcasts them and evaluates the IVC angles in float64, "model" computes as the release does
+(bf16 RoPE tables, bf16 products, softmax in float32 rounded to bf16, bf16 means). The figure is the share of kept
+tokens that one run keeps and the other does not, |A \\ B| / n_keep, mean and max over trials.
 No model is loaded; nothing is timed.
 
 `--tiled` measures instead how far this project's `tiled_rule="ranked"` is from the release's `"internvl"` on
@@ -53,7 +54,8 @@ def difference(ctx: SelectionContext, first: IVCPruneConfig, second: IVCPruneCon
 
 def kept_difference(n_visual: int, seed: int, heads: int, head_dim: int, noise: float) -> float:
     ctx = random_context(n_visual, seed, heads, head_dim, noise)
-    return difference(ctx, IVCPruneConfig(layer=1, score_dtype="float32"), IVCPruneConfig(layer=1, score_dtype="model"))
+    full, model = IVCPruneConfig(layer=1, score_dtype="float32"), IVCPruneConfig(layer=1, score_dtype="model")
+    return difference(ctx, full, model)
 
 
 def tiled_difference(tiles: tuple[int, int], seed: int, heads: int, head_dim: int, noise: float) -> float:
@@ -84,7 +86,9 @@ def main() -> None:
     print("|---:|---:|---:|")
     everything = []
     for n_visual in args.sizes:
-        figures = [kept_difference(n_visual, seed, args.heads, args.head_dim, args.noise) for seed in range(args.trials)]
+        figures = [
+            kept_difference(n_visual, seed, args.heads, args.head_dim, args.noise) for seed in range(args.trials)
+        ]
         everything += figures
         print(f"| {n_visual} | {100 * sum(figures) / len(figures):.1f}% | {100 * max(figures):.1f}% |")
     print(f"| all | {100 * sum(everything) / len(everything):.1f}% | {100 * max(everything):.1f}% |")

@@ -1,6 +1,9 @@
 """IVC-Prune on tiled images (InternVL, DeepSeek-VL2): a global view (thumbnail) plus full-resolution local tiles.
 
-The release's rule, generalised over `ImageLayout`:
+Geometry helpers for the three tiled rules of `ivc_prune` (`tiled_rule`, docs/methods/ivc_prune.md "Tiled images"):
+the tiles side by side as one grid (`local_grid`), the block of local cells under a global cell (`covered_cells`),
+the IVC tokens of one view, over the whole view or per row of a multi-tile local view (`view_ivc`), and orderings by
+refined relevance. `"internvl"` and `"deepseek"` follow the releases' own rules; `"ranked"` is this project's:
 1. IVC tokens per view: each tile and the global view get their own cos/sin rankings (`n_ivc` each); a local view
    that spans several tiles (DeepSeek-VL2) takes them per row instead when `row_ivc_frac` is set.
 2. Seeds come from the global view only (top by text relevance); the refined relevance `r` scores every token.
