@@ -78,10 +78,10 @@ def test_internvl_rule_fills_to_the_budget_and_maps_the_thumbnail():
     assert parts["mapped"].numel() > 0 and (parts["mapped"] < 64).all(), "mapped cells lie on the tiles"
 
 
-def test_deepseek_rule_keeps_the_separators_and_the_structure_only():
+def test_ranked_rule_on_deepseek_keeps_the_separators_and_the_structure_only():
     layout = deepseek_like(side=4, tiles=(1, 2))
     ctx = _context(layout, n_keep=layout.n_tokens)
-    config = official_config("deepseek_vl2_small", layer=2, n_ivc=2)
+    config = official_config("deepseek_vl2_small", layer=2, n_ivc=2, tiled_rule="ranked", text_offset=2)
     selection = ivc_prune(ctx, config)
     separators = layout.separators()
     assert torch.isin(separators, selection.keep).all()

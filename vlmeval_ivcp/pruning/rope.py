@@ -59,7 +59,7 @@ def _section_axes(mrope_section: tuple[int, ...], device: torch.device) -> torch
 
 
 def ivc_scores(
-    position_ids: torch.Tensor, rope: RopeSpec, mode: str = "axis_mean"
+    position_ids: torch.Tensor, rope: RopeSpec, mode: str = "axis_mean", dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cosine and mean sine of the rotation angles of each token.
 
@@ -74,6 +74,8 @@ def ivc_scores(
             - `"axis_mean"` (the release): average over the 3 axes *and* all frequencies, ignoring `mrope_section`;
             - `"section"`: frequency `i` uses the axis the model rotates it by (block j of `mrope_section` -> axis
               j % 3, as transformers' Qwen2.5-VL rotary embedding recomposes them).
+        dtype (`torch.dtype` or `None`): `None`: angles and means in float64. A dtype (the model's): the model's
+            own tables, as the release reads them: angles in float32, cos/sin rounded to `dtype`, means in `dtype`.
 
     Returns:
         `(c, s)`: two `Tensor [L]` (float32) on the device of `position_ids`.
@@ -81,14 +83,19 @@ def ivc_scores(
     _check_positions(position_ids, rope, mode)
     frequencies = rotary_frequencies(rope, position_ids.device)
     positions = position_ids.to(torch.float64)
+    if dtype is not None:
+        # The models' own float32 arithmetic (transformers' inv_freq), not a rounded float64 result.
+        exponents = torch.arange(0, rope.rotary_dim, 2, device=position_ids.device).float() / rope.rotary_dim
+        frequencies, positions = 1.0 / (float(rope.theta) ** exponents), position_ids.float()
     if rope.mrope_section is not None and mode == "section":
         axes = _section_axes(rope.mrope_section, position_ids.device)
         angles = positions[axes].T * frequencies  # [L, D/2]: frequency i at its own axis' position
     else:
         angles = positions[..., None] * frequencies  # [A, L, D/2]; the mean runs over axes and frequencies
     reduce_dims = tuple(d for d in range(angles.dim()) if d != angles.dim() - 2)
-    cos_mean = angles.cos().mean(dim=reduce_dims)
-    sin_mean = angles.sin().mean(dim=reduce_dims)
+    table_dtype = angles.dtype if dtype is None else dtype
+    cos_mean = angles.cos().to(table_dtype).mean(dim=reduce_dims)
+    sin_mean = angles.sin().to(table_dtype).mean(dim=reduce_dims)
     return cos_mean.to(torch.float32), sin_mean.to(torch.float32)
 
 

@@ -1,6 +1,9 @@
 """IVC-Prune on tiled images (InternVL, DeepSeek-VL2): a global view (thumbnail) plus full-resolution local tiles.
 
-The release's rule, generalised over `ImageLayout`:
+Geometry helpers for the three tiled rules of `ivc_prune` (`tiled_rule`, docs/methods/ivc_prune.md "Tiled images"):
+the tiles side by side as one grid (`local_grid`), the block of local cells under a global cell (`covered_cells`),
+the IVC tokens of one view, over the whole view or per row of a multi-tile local view (`view_ivc`), and orderings by
+refined relevance. `"internvl"` and `"deepseek"` follow the releases' own rules; `"ranked"` is this project's:
 1. IVC tokens per view: each tile and the global view get their own cos/sin rankings (`n_ivc` each); a local view
    that spans several tiles (DeepSeek-VL2) takes them per row instead when `row_ivc_frac` is set.
 2. Seeds come from the global view only (top by text relevance); the refined relevance `r` scores every token.
@@ -53,20 +56,38 @@ def covered_cells(tokens: torch.Tensor, view: View, grid: torch.Tensor) -> torch
     return torch.cat(blocks) if blocks else grid.new_empty(0)
 
 
-def view_ivc(view: View, positions: torch.Tensor, rope, mode: str, n_ivc: int, row_frac: float | None) -> torch.Tensor:
+def view_tokens(view: View) -> torch.Tensor:
+    """`LongTensor [rows, cols (+1)]`: every token of the view, each row followed by its separator when it has one."""
+    stride = view.cols + int(view.row_separator)
+    return view.offset + torch.arange(view.rows * stride).view(view.rows, stride)
+
+
+def view_ivc(
+    view: View,
+    positions: torch.Tensor,
+    rope,
+    mode: str,
+    n_ivc: int,
+    row_frac: float | None,
+    with_separators: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """IVC tokens of one view (image-token indices): over the whole view, or per row for a multi-tile local view.
 
     Args:
         positions (`LongTensor [A, n_tokens]`): position ids of the image's tokens.
         n_ivc (`int`): tokens per ranking for a whole view; `row_frac` sets the count per row instead.
+        with_separators (`bool`): rank the view's row separators too (DeepSeek-VL2's release ranks all 210 tokens
+            of the global view and every local row with its separator; a separator chosen so is kept anyway).
+        dtype: `ivc_scores`' precision (`None`: float64 angles, float32 scores).
     """
     # Built on the CPU: indexing them with the rankings of positions on a GPU would raise.
-    cells = view.cells().to(positions.device)
+    cells = (view_tokens(view) if with_separators else view.cells()).to(positions.device)
     per_row = view.kind == "local" and view.tile is None and row_frac is not None
     groups = list(cells) if per_row else [cells.flatten()]
     chosen = []
     for group in groups:
-        c, s = ivc_scores(positions[:, group], rope, mode)
+        c, s = ivc_scores(positions[:, group], rope, mode, dtype=dtype)
         count = round(row_frac * group.numel()) if per_row else min(n_ivc, group.numel())
         chosen.append(group[ivc_tokens(c, s, count)])
     return torch.cat(chosen)
