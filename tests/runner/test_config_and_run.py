@@ -75,11 +75,17 @@ def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
     score = json.loads((run_dir / "TinyQwen2.5-VL_DemoMCQ_score.json").read_text())
     assert 0.0 <= score["overall"] <= 1.0
     assert score["loyalty"]["count"] == 8 and 0.0 <= score["loyalty"]["loyalty"] <= 1.0  # the `none` run exists
+    # Pictures big enough for pruning to matter: at ratio 0.5 IVC-Prune's KV cache is at least 30% smaller.
+    assert min(visual) >= 256
+    reference = run_dir.parent / "none" / "TinyQwen2.5-VL_DemoMCQ.jsonl"
+    unpruned = [json.loads(line) for line in reference.read_text().splitlines()]
+    assert sum(row["kv_cache_bytes"] for row in rows) <= 0.7 * sum(row["kv_cache_bytes"] for row in unpruned)
 
-    # A re-run answers nothing again: the predictions file is untouched.
+    # A re-run answers nothing again: the predictions file is untouched, and the table says the rows were reused.
     before = (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes()
     assert main(["--config", str(path)]) == 0
     assert (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes() == before
+    assert capsys.readouterr().out.count("| reused 8 rows |") == 2
 
 
 def test_the_command_line_names_what_is_wrong(capsys):
