@@ -80,6 +80,9 @@ class PrunedVLM(ABC):
     INTERLEAVE = True
     # The box convention of the family's grounding answers (a frame of vlmeval_ivcp.evaluation.grounding.FRAMES).
     grounding_frame: str | None = None
+    # Where the processor puts each view's grid on the picture, for vlmeval_ivcp.visualize: "stretch" (the view is
+    # the whole picture resized), "crop" (a centred crop) or "pad" (the picture padded to the grid's shape).
+    view_fit = "stretch"
 
     def __init__(
         self,
