@@ -67,6 +67,7 @@ def draw_selection(
     parts: Sequence[str] | None = None,
     panel_size: int = 320,
     alpha: float = 0.55,
+    title: str | None = None,
 ) -> Image.Image:
     """Draw the kept visual tokens of one sample over its images.
 
@@ -83,6 +84,7 @@ def draw_selection(
             contains (IVC-Prune's `ivc_cos` and `ivc_sin` within `ivc`).
         panel_size (`int`): the longer side of each panel, in pixels.
         alpha (`float`): opacity of the tint.
+        title (`str`, *optional*): a line above the panels (e.g. the method and the sample).
 
     Returns:
         `PIL.Image.Image` (RGB): the panels side by side with their titles, and a legend below.
@@ -113,15 +115,18 @@ def draw_selection(
         )
         drawn.append((panel, picture, boxes))
     margin, title_height = 8, 16
+    header = title_height if title else 0
     width = sum(picture.width for _, picture, _ in drawn) + margin * (len(drawn) + 1)
-    height = max(picture.height for _, picture, _ in drawn) + title_height + 2 * margin
+    height = max(picture.height for _, picture, _ in drawn) + header + title_height + 2 * margin
     legend = _legend_lines(len(colors), n_visual, entries)
     canvas = Image.new("RGB", (max(width, 360), height + 16 * len(legend) + margin), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((margin, margin), title, fill=TEXT_COLOR, font=font)
     x = margin
     for panel, picture, boxes in drawn:
-        draw.text((x, margin), panel.title, fill=TEXT_COLOR, font=font)
-        top = margin + title_height
+        draw.text((x, margin + header), panel.title, fill=TEXT_COLOR, font=font)
+        top = margin + header + title_height
         canvas.paste(picture, (x, top))
         cells.update({token: (x0 + x, y0 + top, x1 + x, y1 + top) for token, (x0, y0, x1, y1) in boxes.items()})
         x += picture.width + margin
@@ -158,8 +163,9 @@ def _token_colors(
         mine = [token for token in found[name].tolist() if token in kept and colors[token] == KEPT_COLOR]
         colors.update(dict.fromkeys(mine, color))
         entries.append((name, color, len(mine)))
-    entries.insert(0, ("kept" if not chosen else "kept, in no part", KEPT_COLOR,
-                       sum(color == KEPT_COLOR for color in colors.values())))
+    plain = sum(color == KEPT_COLOR for color in colors.values())
+    if plain or not chosen:
+        entries.insert(0, ("kept, in no part" if chosen else "kept", KEPT_COLOR, plain))
     return colors, entries
 
 
