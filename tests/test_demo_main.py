@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 from PIL import Image
+from support.runs import write_shipped_demo
 
 from vlmeval_ivcp.demo import main, pictured_points
 from vlmeval_ivcp.runner.config import parse_config
@@ -23,11 +24,7 @@ def test_one_picture_per_method_at_ratio_half_when_there_is_one():
 
 
 def test_the_demo_prints_its_table_and_draws_each_method(tmp_path, capsys):
-    raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    raw.update(work_dir=str(tmp_path / "results"), data_root=str(tmp_path / "data"))
-    raw["methods"] = [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}]
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = write_shipped_demo(tmp_path, [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}])
 
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out

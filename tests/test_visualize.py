@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
+from support.tiny import FAMILIES, tiny_wrapper
 
-from tests.support.tiny import FAMILIES, tiny_wrapper
 from vlmeval_ivcp import prune
 from vlmeval_ivcp.visualize import KEPT_COLOR, PAD_COLOR, PART_COLORS, draw_selection
 

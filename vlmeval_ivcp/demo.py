@@ -26,7 +26,8 @@ def pictured_points(config: RunConfig) -> list[RunPoint]:
     for point in config.points:
         if point.method == "none":
             continue
-        if point.method not in chosen or point.options.get("ratio") == 0.5 != chosen[point.method].options.get("ratio"):
+        earlier = chosen.get(point.method)
+        if earlier is None or (point.options.get("ratio") == 0.5 and earlier.options.get("ratio") != 0.5):
             chosen[point.method] = point
     return list(chosen.values())
 

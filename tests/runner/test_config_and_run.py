@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.runs import write_shipped_demo
 
 from vlmeval_ivcp.runner.cli import main
 from vlmeval_ivcp.runner.config import ConfigError, load_config, parse_config
@@ -52,11 +53,7 @@ def test_bad_configs_are_refused_with_their_path(tmp_path, change, match):
 
 
 def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
-    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    config.update(work_dir=str(tmp_path / "results"), data_root=str(tmp_path / "data"))
-    config["methods"] = [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}]
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_shipped_demo(tmp_path, [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}])
 
     assert main(["--config", str(path)]) == 0
     table = capsys.readouterr().out
