@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from .models.base import split_message
@@ -56,7 +57,13 @@ def draw_pictures(config: RunConfig, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="YAML run config (default: configs/demo.yaml)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU threads of torch (default 1: the tiny model's matrices gain nothing from more, and on shared cores "
+        "waiting threads slow every step several times over)",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     status = run_main(["--config", args.config])
     if status:
         return status
