@@ -96,13 +96,15 @@ def draw_selection(
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     layouts = list(layouts) if layouts is not None else list((record.layouts or [[]] * (sample + 1))[sample])
     if len(layouts) != len(images) or any(layout is None for layout in layouts):
+        unknown = sum(layout is None for layout in layouts)
         raise ValueError(
-            f"need one layout per image ({len(images)} images, layouts {layouts}); the engine has none for this "
-            "family: pass layouts= (e.g. LlavaNext.view_layouts(images))"
+            f"need one known layout per image: {len(images)} images, {len(layouts)} layouts ({unknown} unknown); "
+            "where the engine keeps none (LLaVA-NeXT) pass layouts=vlm.view_layouts(images)"
         )
     n_visual = record.n_visual[sample]
-    if sum(layout.n_tokens for layout in layouts) != n_visual:
-        raise ValueError(f"the layouts cover {sum(l.n_tokens for l in layouts)} tokens, the sample has {n_visual}")
+    covered = sum(layout.n_tokens for layout in layouts)
+    if covered != n_visual:
+        raise ValueError(f"the layouts cover {covered} visual tokens, but sample {sample} has {n_visual}")
     colors, entries = _token_colors(record, sample, parts)
     offsets = [sum(layout.n_tokens for layout in layouts[:index]) for index in range(len(layouts))]
     panels = [panel for index, layout in enumerate(layouts) for panel in _panels(index, layout, len(layouts))]

@@ -31,6 +31,13 @@ def test_the_table_shows_costs_loyalty_and_reuse():
     assert "random weights" in lines[-1] and "noise" in lines[-1]
 
 
+def test_rows_without_recorded_costs_show_dashes():
+    """Predictions stored before the costs were recorded (all zero) print "-", not a division by zero."""
+    summary = _summary("none", {}, 0, {"A": {"overall": 0.5}})
+    summary["costs"].update(dict.fromkeys(("visual_tokens", "prefill_flops", "prefill_flops_unpruned"), 0))
+    assert "| M | none | - | - | - | - | - |" in format_table([summary])
+
+
 def test_real_weights_carry_no_noise_note():
     text = format_table([_summary("none", {}, 4, {"A": {"overall": 0.5}}, random_weights=False)])
     assert "0.500 |" in text and "†" not in text

@@ -309,6 +309,8 @@ def format_table(summaries: list[dict]) -> str:
         options, costs = summary["options"], summary.get("costs") or {}
         rows = costs.get("rows") or 0
         mean = {key: costs[key] / rows for key in SUMMED_COSTS} if rows else None
+        unpruned_flops = mean["prefill_flops_unpruned"] if mean else 0
+        flops = costs["prefill_flops"] / costs["prefill_flops_unpruned"] if unpruned_flops else None
         mark = "†" if summary.get("random_weights") else ""
         noisy |= bool(mark and summary["scores"])
         cells = [
@@ -318,7 +320,7 @@ def format_table(summaries: list[dict]) -> str:
             str(options.get("layer", "-")),
             _kept_cell(mean),
             _cell(_pooled_loyalty(summary["scores"]), "{:.1%}"),
-            _cell(costs["prefill_flops"] / costs["prefill_flops_unpruned"] if mean else None, "{:.2f}×"),
+            _cell(flops, "{:.2f}×"),
             _cell(mean["kv_cache_bytes"] / 2**20 if mean else None, "{:.2f}"),
             _cell(mean["prefill_seconds"] * 1000 if mean else None, "{:.0f}"),
             *(_cell(headline(summary["scores"].get(name, {})), "{:.3f}" + mark) for name in datasets),
