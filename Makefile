@@ -13,7 +13,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) run.py --config configs/demo.yaml
+	$(PYTHON) -m vlmeval_ivcp.demo --config configs/demo.yaml
 
 test: $(STAMP)
 	$(PYTHON) -m pytest

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from PIL import Image
 
 from vlmeval_ivcp.datasets.demo import COLORS, DEMO_MCQ_NAME, DEMO_MCQ_ROWS, SHAPES, demo_mcq_frame, write_demo_mcq
@@ -36,7 +38,18 @@ def test_answers_match_the_pictures(tmp_path):
         assert line[line["answer"]] == row.truth
         assert line["category"] == row.asks
         with Image.open(row_paths[0]) as image:
-            assert 56 <= image.width == image.height <= 112
+            assert 560 <= image.width == image.height <= 672 and image.width % 28 == 0
             assert image.width == row.picture.size
             centre = image.getpixel((image.width // 2, image.height // 2))
             assert centre == COLORS[row.picture.color]
+
+
+def test_images_of_an_older_file_are_removed(tmp_path):
+    path = write_demo_mcq(tmp_path)
+    frame = load_tsv(DEMO_MCQ_NAME, root=tmp_path)
+    first = dump_images(frame, DEMO_MCQ_NAME, root=tmp_path)[0][0]
+    write_demo_mcq(tmp_path)  # unchanged: the decoded images stay
+    assert Path(first).is_file()
+    path.write_text("older version")
+    write_demo_mcq(tmp_path)
+    assert not Path(first).exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.runs import write_shipped_demo
 
 from vlmeval_ivcp.runner.cli import main
 from vlmeval_ivcp.runner.config import ConfigError, load_config, parse_config
@@ -52,11 +53,7 @@ def test_bad_configs_are_refused_with_their_path(tmp_path, change, match):
 
 
 def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
-    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    config.update(work_dir=str(tmp_path / "results"), data_root=str(tmp_path / "data"))
-    config["methods"] = [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}]
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_shipped_demo(tmp_path, [{"method": "none"}, {"method": "ivc_prune", "ratio": 0.5, "layer": 2}])
 
     assert main(["--config", str(path)]) == 0
     table = capsys.readouterr().out
@@ -75,11 +72,17 @@ def test_the_demo_runs_resumes_and_writes_the_results_layout(tmp_path, capsys):
     score = json.loads((run_dir / "TinyQwen2.5-VL_DemoMCQ_score.json").read_text())
     assert 0.0 <= score["overall"] <= 1.0
     assert score["loyalty"]["count"] == 8 and 0.0 <= score["loyalty"]["loyalty"] <= 1.0  # the `none` run exists
+    # Pictures big enough for pruning to matter: at ratio 0.5 IVC-Prune's KV cache is at least 30% smaller.
+    assert min(visual) >= 256
+    reference = run_dir.parent / "none" / "TinyQwen2.5-VL_DemoMCQ.jsonl"
+    unpruned = [json.loads(line) for line in reference.read_text().splitlines()]
+    assert sum(row["kv_cache_bytes"] for row in rows) <= 0.7 * sum(row["kv_cache_bytes"] for row in unpruned)
 
-    # A re-run answers nothing again: the predictions file is untouched.
+    # A re-run answers nothing again: the predictions file is untouched, and the table says the rows were reused.
     before = (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes()
     assert main(["--config", str(path)]) == 0
     assert (run_dir / "TinyQwen2.5-VL_DemoMCQ.jsonl").read_bytes() == before
+    assert capsys.readouterr().out.count("| reused 8 rows |") == 2
 
 
 def test_the_command_line_names_what_is_wrong(capsys):

@@ -19,3 +19,12 @@ def write_demo_config(tmp_path: Path, name: str, methods: list[dict]) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def write_shipped_demo(tmp_path: Path, methods: list[dict]) -> Path:
+    """configs/demo.yaml with only `methods`, results under `<tmp_path>/results` and data under `<tmp_path>/data`."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "demo.yaml").read_text())
+    config.update(work_dir=str(tmp_path / "results"), data_root=str(tmp_path / "data"), methods=methods)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

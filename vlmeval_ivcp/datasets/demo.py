@@ -1,6 +1,7 @@
 """A tiny multiple-choice benchmark, "DemoMCQ", generated on the fly so that a run can be tried without downloads.
 
-Each picture is one coloured shape on a plain background, 56 to 112 pixels square; each question asks for the
+Each picture is one coloured shape on a plain background, 560 to 672 pixels square (multiples of 28: Qwen2.5-VL
+reads them at their size as 400 to 576 visual tokens, enough for pruning to matter); each question asks for the
 shape's color or its kind, with four options in VLMEvalKit's MCQ columns (index, image, question, A-D, answer,
 category). The last row reuses the first row's picture through VLMEvalKit's short image-reference cell.
 Generation is deterministic: writing the file twice gives the same bytes.
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .tsv import atomic_write_bytes, encode_image_to_base64, tsv_path
+from .tsv import atomic_write_bytes, encode_image_to_base64, image_folder, tsv_path
 
 DEMO_MCQ_NAME = "DemoMCQ"
 OPTION_LETTERS = ("A", "B", "C", "D")
@@ -67,15 +69,15 @@ class DemoRow:
         return self.picture.color if self.asks == "color" else self.picture.shape
 
 
-_FIRST = Picture("circle", "red", "white", 64)
+_FIRST = Picture("circle", "red", "white", 616)
 DEMO_MCQ_ROWS: tuple[DemoRow, ...] = (
     DemoRow(_FIRST, "color"),
-    DemoRow(Picture("diamond", "blue", "white", 80), "shape"),
-    DemoRow(Picture("triangle", "green", "grey", 96), "color"),
-    DemoRow(Picture("triangle", "yellow", "black", 112), "shape"),
-    DemoRow(Picture("square", "green", "black", 72), "color"),
-    DemoRow(Picture("square", "yellow", "white", 56), "shape"),
-    DemoRow(Picture("diamond", "red", "grey", 104), "color"),
+    DemoRow(Picture("diamond", "blue", "white", 644), "shape"),
+    DemoRow(Picture("triangle", "green", "grey", 588), "color"),
+    DemoRow(Picture("triangle", "yellow", "black", 672), "shape"),
+    DemoRow(Picture("square", "green", "black", 560), "color"),
+    DemoRow(Picture("square", "yellow", "white", 588), "shape"),
+    DemoRow(Picture("diamond", "red", "grey", 644), "color"),
     DemoRow(_FIRST, "shape"),
 )
 
@@ -107,7 +109,8 @@ def demo_mcq_frame() -> pd.DataFrame:
 
 
 def write_demo_mcq(root: str | os.PathLike | None = None) -> Path:
-    """Writes `<root>/DemoMCQ.tsv` (atomically; same bytes every time) and returns its path.
+    """Writes `<root>/DemoMCQ.tsv` (atomically; same bytes every time) and returns its path; images decoded from a
+    different earlier version of the file are removed.
 
     Args:
         root (`str` or `os.PathLike`, *optional*): data folder; defaults to `lmu_root()` (`$LMUData`).
@@ -115,5 +118,10 @@ def write_demo_mcq(root: str | os.PathLike | None = None) -> Path:
     path = tsv_path(DEMO_MCQ_NAME, root)
     buffer = io.StringIO()
     demo_mcq_frame().to_csv(buffer, sep="\t", index=False, lineterminator="\n")
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    data = buffer.getvalue().encode("utf-8")
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    # Decoded images are never rewritten (VLMEvalKit's rule), so those of an older version of the set must go.
+    shutil.rmtree(image_folder(DEMO_MCQ_NAME, path.parent), ignore_errors=True)
+    atomic_write_bytes(path, data)
     return path

@@ -85,6 +85,9 @@ class PrunedVLM(ABC):
     grounding_frame: str | None = None
     # The family's model-specific prompts (VLMEvalKit's `build_prompt` of its model class), if any.
     custom_prompts: CustomPrompts | None = None
+    # Where the processor puts each view's grid on the picture, for vlmeval_ivcp.visualize: "stretch" (the view is
+    # the whole picture resized), "crop" (a centred crop) or "pad" (the picture padded to the grid's shape).
+    view_fit = "stretch"
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ class Llava(PrunedVLM):
     """
 
     grounding_frame = "norm1"
+    view_fit = "crop"  # CLIP's processor: shortest edge resized, then a centred square crop
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
         model, tokenizer = self.load_model_and_tokenizer(

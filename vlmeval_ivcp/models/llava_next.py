@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from PIL import Image
 from transformers import (
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessorPil,
     LlavaNextProcessor,
 )
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
+from ..pruning.layout import ImageLayout, View
 from .base import PrunedVLM
 from .llava import clip_token_options, llava_chat_prompt
 
@@ -57,3 +61,20 @@ class LlavaNext(PrunedVLM):
         return self.processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
+
+    def view_layouts(self, images: list[Image.Image]) -> list[ImageLayout]:
+        """Each image's token layout (base view, then the unpadded tiles with a newline after each row), for drawing
+        a selection (`vlmeval_ivcp.visualize`); the engine itself prunes LLaVA-NeXT's image tokens without one."""
+        return [llava_next_layout((image.height, image.width), self.model.config) for image in images]
+
+
+def llava_next_layout(image_size: tuple[int, int], config: Any) -> ImageLayout:
+    """The layout of one image of `(height, width)` pixels, by the model's own anyres and unpadding functions."""
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    tile_rows, tile_cols = get_anyres_image_grid_shape(
+        image_size, config.image_grid_pinpoints, config.vision_config.image_size
+    )
+    _, rows, cols = unpad_image(torch.empty(0, tile_rows * side, tile_cols * side), torch.tensor(image_size)).shape
+    base = View(0, side, side, kind="global")
+    local = View(side * side, rows, cols, row_separator=True, kind="local")
+    return ImageLayout(base.n_tokens + local.n_tokens, (base, local))

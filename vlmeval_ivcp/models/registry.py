@@ -56,6 +56,12 @@ supported_models: dict[str, partial] = {
 }
 
 
+def has_random_weights(name: str) -> bool:
+    """Whether registry model `name` is a tiny random-weight checkpoint (its answers, so its accuracy, are noise)."""
+    factory = supported_models.get(name)
+    return factory is not None and factory.func is tiny_model
+
+
 def build_model(name: str, **overrides: Any) -> PrunedVLM:
     """Instantiate a registered model; `overrides` (method, ratio, layer, dtype, ...) win over the registry's."""
     try:

@@ -166,7 +166,8 @@ class Pruner:
         image_of = torch.stack(
             [image_ordinals(visual_mask[row], layouts[row] if layouts else None) for row in range(len(counts))]
         )
-        self._state = PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, PrefillRecord(counts))
+        record = PrefillRecord(counts, layouts=layouts)
+        self._state = PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, record)
         for tap in self._taps:
             tap.armed = True
         return None
@@ -219,6 +220,7 @@ class Pruner:
                 layouts_from_positions(state.rope_positions[:, row], state.image_of[row])
                 for row in range(embeds.shape[0])
             ]
+            state.record.layouts = state.layouts
         full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
         state.base_keep = state.keep = full
         if self._cuts[0].layer != 0:

@@ -24,6 +24,8 @@ class PrefillRecord:
         select_seconds (`float`): time spent choosing (capturing the method's inputs, scoring and selection, all
             cuts, whole batch).
         cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill.
+        layouts (`Layouts` or `None`): per sample, the `ImageLayout` of each image (`None` where unknown), for
+            drawing the selection (`vlmeval_ivcp.visualize`).
     """
 
     n_visual: list[int]
@@ -31,6 +33,7 @@ class PrefillRecord:
     stages: list[list[Selection]] = field(default_factory=list)
     select_seconds: float = 0.0
     cache_lengths: list[int] = field(default_factory=list)
+    layouts: Layouts | None = None
 
 
 @dataclass

@@ -27,14 +27,18 @@ from ..datasets.demo import DEMO_MCQ_NAME, write_demo_mcq
 from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
 from ..datasets.tsv import atomic_write_bytes, lmu_root
-from ..models.registry import MODEL_CLASSES, build_model
+from ..models.registry import MODEL_CLASSES, build_model, has_random_weights
 from .config import ModelSpec, RunConfig, RunPoint
 from .distributed import Ranks, close_ranks, init_ranks, rank_model_kwargs
 from .store import PredictionStore, merge_shards, normalize_index, shard_indices
 
 logger = logging.getLogger(__name__)
 
-# Per-row costs recorded beside each prediction.
+# Per-row costs recorded beside each prediction; the summary of a run adds up those in SUMMED_COSTS.
+SUMMED_COSTS = (
+    "visual_tokens", "kept_visual_tokens", "prefill_seconds", "kv_cache_bytes", "prefill_flops",
+    "prefill_flops_unpruned",
+)
 ROW_STATS = (
     "visual_tokens",
     "kept_visual_tokens",
@@ -80,9 +84,9 @@ def _shard_files(stem: Path) -> list[Path]:
 
 def infer_dataset(
     wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str, limit: int | None = None
-) -> None:
+) -> int:
     """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), then waits for every
-    rank to finish its share.
+    rank to finish its share. Returns how many rows this rank answered.
 
     A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
     Rows already in any of these files (from an earlier, killed or `limit`ed run of any world size) are skipped.
@@ -109,6 +113,7 @@ def infer_dataset(
         record["row_seconds"] = time.perf_counter() - started
         store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
     ranks.barrier()  # every shard is complete before rank 0 merges them
+    return len(pending)
 
 
 def merge_predictions(stem: Path, indices: list[Any]) -> None:
@@ -189,6 +194,7 @@ def run_point(
     started = time.perf_counter()
     scores: dict[str, Any] = {}
     kept, total = 0, 0
+    costs = dict.fromkeys(("rows", "answered", *SUMMED_COSTS), 0)
     for name in config.datasets:
         if name == DEMO_MCQ_NAME and ranks.is_main:
             write_demo_mcq(config.data_root or lmu_root())
@@ -196,7 +202,7 @@ def run_point(
         dataset = _build_dataset(name, config.data_root, wrapper)
         stem = prediction_stem(config.work_dir, model_name, point.name, name)
         if mode in ("all", "infer"):
-            infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit)
+            costs["answered"] += infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit)
         if not ranks.is_main or limit is not None:
             continue
         indices = dataset.data["index"].tolist()
@@ -205,6 +211,9 @@ def run_point(
         atomic_write_bytes(Path(f"{stem}.tsv"), table.to_csv(sep="\t", index=False).encode())
         kept += int(table["kept_visual_tokens"].sum())
         total += int(table["visual_tokens"].sum())
+        costs["rows"] += len(table)
+        for key in SUMMED_COSTS:
+            costs[key] += float(table[key].sum())
         if mode in ("all", "eval"):
             scores[name] = dataset.evaluate(table, judge=judge)
             reference = Path(config.work_dir) / model_name / "none" / f"{model_name}_{name}.tsv"
@@ -221,6 +230,8 @@ def run_point(
         "mode": mode,
         "world_size": ranks.world_size,
         "kept_visual_fraction": kept / total if total else None,
+        "random_weights": has_random_weights(model_name),
+        "costs": costs,
         "scores": scores,
         "seconds": time.perf_counter() - started,
     }
@@ -287,25 +298,65 @@ def headline(scores: dict[str, Any]) -> float | None:
 
 
 def format_table(summaries: list[dict]) -> str:
-    """A markdown table: one row per run, one column per dataset's headline score."""
+    """A markdown table, one row per run: what it kept, its loyalty to the unpruned run, its mean prefill costs per
+    row, each dataset's headline score and the time of this invocation (or how many finished rows it reused)."""
     datasets = list(dict.fromkeys(name for summary in summaries for name in summary["scores"]))
-    header = ["model", "method", "ratio", "layer", "kept visual", *datasets, "time (s)"]
+    header = ["model", "method", "ratio", "layer", "kept visual (mean per row)", "loyalty", "prefill FLOPs",
+              "KV MiB", "prefill ms", *datasets, "time (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    noisy = False
     for summary in summaries:
-        options = summary["options"]
-        kept = summary["kept_visual_fraction"]
+        options, costs = summary["options"], summary.get("costs") or {}
+        rows = costs.get("rows") or 0
+        mean = {key: costs[key] / rows for key in SUMMED_COSTS} if rows else None
+        unpruned_flops = mean["prefill_flops_unpruned"] if mean else 0
+        flops = costs["prefill_flops"] / costs["prefill_flops_unpruned"] if unpruned_flops else None
+        mark = "†" if summary.get("random_weights") else ""
+        noisy |= bool(mark and summary["scores"])
         cells = [
             summary["model"],
             summary["method"],
             str(options.get("ratio", "-")),
             str(options.get("layer", "-")),
-            f"{kept:.1%}" if kept is not None else "-",
-            *(_cell(headline(summary["scores"].get(name, {}))) for name in datasets),
-            f"{summary['seconds']:.1f}",
+            _kept_cell(mean),
+            _cell(_pooled_loyalty(summary["scores"]), "{:.1%}"),
+            _cell(flops, "{:.2f}×"),
+            _cell(mean["kv_cache_bytes"] / 2**20 if mean else None, "{:.2f}"),
+            _cell(mean["prefill_seconds"] * 1000 if mean else None, "{:.0f}"),
+            *(_cell(headline(summary["scores"].get(name, {})), "{:.3f}" + mark) for name in datasets),
+            _time_cell(summary["seconds"], rows, costs.get("answered", rows)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if noisy:
+        lines.append(
+            "\n† random weights (a Tiny* model): its accuracy is noise; loyalty (same answer as the unpruned run) "
+            "shows what pruning changes"
+        )
     return "\n".join(lines)
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _kept_cell(mean: dict[str, float] | None) -> str:
+    if not mean or not mean["visual_tokens"]:
+        return "-"
+    kept, total = mean["kept_visual_tokens"], mean["visual_tokens"]
+    return f"{kept:.0f} / {total:.0f} ({kept / total:.1%})"
+
+
+def _pooled_loyalty(scores: dict[str, Any]) -> float | None:
+    """Loyalty over all datasets of a run, each weighted by its shared rows."""
+    found = [report["loyalty"] for report in scores.values() if isinstance(report.get("loyalty"), dict)]
+    count = sum(item["count"] for item in found)
+    return sum(item["loyalty"] * item["count"] for item in found) / count if count else None
+
+
+def _time_cell(seconds: float, rows: int, answered: int) -> str:
+    """This invocation's time, unless it reused stored rows (then its near-zero time would mislead)."""
+    if answered >= rows:
+        return f"{seconds:.1f}"
+    if answered == 0:
+        return f"reused {rows} rows"
+    return f"{seconds:.1f} (+{rows - answered} reused rows)"
+
+
+def _cell(value: float | None, form: str = "{:.3f}") -> str:
+    return "-" if value is None else form.format(value)

@@ -23,6 +23,7 @@ class DeepseekVL2(PrunedVLM):
     """
 
     grounding_frame = "norm999"
+    view_fit = "pad"  # both views pad the picture (aspect kept) to their square or tile canvas
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
         processor = DeepseekVL2Processor.from_pretrained(model_path)
