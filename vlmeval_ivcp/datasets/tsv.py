@@ -11,10 +11,12 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import glob
 import io
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ LMUDATA_ENV = "LMUData"
 # VLMEvalKit's rule: an `image` cell this short cannot be an image, it names the row whose image it reuses.
 MAX_REFERENCE_CHARS = 64
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_HOST = socket.gethostname()
 
 
 def lmu_root() -> Path:
@@ -264,12 +267,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` through a temporary file in the same folder and a rename.
 
     Readers see either the old file or the complete new one, never a partial file, even when several processes
-    write the same path at once. Parent folders are created.
+    write the same path at once. Parent folders are created. The new file's mode follows the umask, as with
+    `open()`. The temporary file is named `.<name>.<host>.<pid>.<random>.tmp`; those of this host whose process is
+    gone (killed between writing and renaming) are removed by the next write of the same path.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    _remove_orphaned_temporaries(target)
+    prefix = f".{target.name}.{_HOST}.{os.getpid()}."
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
     try:
+        os.fchmod(descriptor, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file follows the umask
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -278,6 +286,37 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _remove_orphaned_temporaries(target: Path) -> None:
+    prefix = f".{target.name}.{_HOST}."
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = leftover.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (changing it races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def encode_bytes_to_base64(data: bytes) -> str:
