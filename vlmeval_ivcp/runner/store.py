@@ -277,7 +277,9 @@ def merge_shards(
         problems.append(f"{len(missing)} missing: {summarize_values(missing)}")
     duplicated = [index for index, count in counts.items() if count > 1]
     if duplicated:
-        problems.append(f"{len(duplicated)} stored more than once with different answers: {summarize_values(duplicated)}")
+        problems.append(
+            f"{len(duplicated)} stored more than once with different answers: {summarize_values(duplicated)}"
+        )
     unexpected = [index for index in counts if index not in expected_set]
     if unexpected:
         problems.append(f"{len(unexpected)} not expected: {summarize_values(unexpected)}")
