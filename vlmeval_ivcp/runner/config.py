@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,12 +127,41 @@ def _model_spec(entry: dict[str, Any], here: str) -> ModelSpec:
     if "class" not in entry:
         if entry["name"] not in supported_models:
             raise ConfigError(f"{here}.name: unknown model {entry['name']!r}; known: {sorted(supported_models)}")
+        _check_model_kwargs(kwargs, registry_class(entry["name"]), here)
         return ModelSpec(entry["name"], kwargs)
     if entry["class"] not in MODEL_CLASSES:
         raise ConfigError(f"{here}.class: unknown adapter {entry['class']!r}; known: {sorted(MODEL_CLASSES)}")
     if "model_path" not in kwargs:
         raise ConfigError(f"{here}.kwargs.model_path: required with `class` (a hub id or a local checkpoint folder)")
+    _check_model_kwargs(kwargs, MODEL_CLASSES[entry["class"]], here)
     return ModelSpec(entry["name"], kwargs, entry["class"])
+
+
+def _check_model_kwargs(kwargs: dict[str, Any], cls: type, here: str) -> None:
+    allowed = constructor_options(cls)
+    for key in kwargs:
+        if key not in allowed:
+            raise ConfigError(f"{here}.kwargs.{key}: unknown option of {cls.__name__}; allowed: {sorted(allowed)}")
+
+
+def constructor_options(cls: type) -> set[str]:
+    """The keyword options `cls(...)` accepts: its `__init__` parameters and those its `**kwargs` pass up the MRO."""
+    options: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        options |= {p.name for p in parameters if p.kind in named and p.name != "self"}
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return options
+
+
+def registry_class(name: str) -> type:
+    """The adapter class behind a registry name (a tiny entry names it as its first argument)."""
+    entry = supported_models[name]
+    return entry.func if isinstance(entry.func, type) else entry.args[0]
 
 
 def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
