@@ -36,7 +36,7 @@ def labels_of(value: Any) -> list[str]:
     if text.startswith("["):
         try:
             return [str(item).strip() for item in ast.literal_eval(text)]
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError):  # TypeError: an unhashable key such as {[]: 1}
             pass  # not a literal after all: read it as comma-separated text
     return [label.strip() for label in text.split(",") if label.strip()]
 
@@ -142,7 +142,7 @@ def mathvista_options(row: Mapping[str, Any]) -> dict[str, str]:
     """Letter -> choice text of a multiple-choice row, from its `choices` list literal (A for the first)."""
     try:
         choices = ast.literal_eval(str(row["choices"]))
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError):
         choices = None
     if not isinstance(choices, (list, tuple)):
         raise ValueError(f"MathVista row {row['index']!r}: `choices` must be a list literal, got {row['choices']!r}")

@@ -71,19 +71,23 @@ def load_tsv(
         with every reference replaced by the image it points to.
 
     Raises:
-        FileNotFoundError: the file does not exist (the message names the path and the `LMUData` variable).
-        ValueError: the file is not a readable TSV, `index` is missing, empty in some row or duplicated, a
-            required column is missing, or an image reference points nowhere.
+        FileNotFoundError: the file does not exist (the message names the path, and `root` or the `LMUData`
+            variable).
+        ValueError: the file is not a readable TSV or has no rows, `index` is missing, empty in some row or
+            duplicated, a required column is missing, or an image reference points nowhere.
     """
     if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".tsv"):
         path = Path(name_or_path)
     else:
         path = tsv_path(str(name_or_path), root)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"benchmark file {path} not found; put the VLMEvalKit TSV there, or point the {LMUDATA_ENV} "
-            f"environment variable (now {os.environ.get(LMUDATA_ENV)!r}) at the folder that holds it"
+        where = (
+            f"or set the config's data_root (now {str(root)!r}) to the folder that holds it"
+            if root is not None
+            else f"or point the {LMUDATA_ENV} environment variable (now {os.environ.get(LMUDATA_ENV)!r}) at the "
+            "folder that holds it"
         )
+        raise FileNotFoundError(f"benchmark file {path} not found; put the VLMEvalKit TSV there, {where}")
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -92,6 +96,8 @@ def load_tsv(
     missing = [column for column in ("index", *required_columns) if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError(f"{path}: the file has a header but no rows")
     _check_index(frame["index"], path)
     frame = resolve_image_references(frame, source=str(path))
     if all(_CANONICAL_INT.fullmatch(value) for value in frame["index"]):
@@ -214,7 +220,7 @@ def _parse_list_cell(value: Any, column: str, index: Any) -> list[str] | None:
         except json.JSONDecodeError:
             try:
                 parsed = ast.literal_eval(value)
-            except (ValueError, SyntaxError) as err:
+            except (ValueError, SyntaxError, TypeError) as err:  # TypeError: an unhashable key such as {[]: 1}
                 raise ValueError(f"row index {index}: column {column!r} is not a valid list literal: {err}") from err
     elif value is None or pd.isna(value):
         return None

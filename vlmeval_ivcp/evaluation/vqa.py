@@ -85,7 +85,7 @@ def parse_answers(value: object) -> list[str]:
         ValueError: the answer is missing (None/NaN) or an empty list.
     """
     if isinstance(value, str) and value.lstrip().startswith("["):
-        with contextlib.suppress(ValueError, SyntaxError):  # else: a single answer that starts with "["
+        with contextlib.suppress(ValueError, SyntaxError, TypeError):  # else: a single answer that starts with "["
             value = ast.literal_eval(value.strip())
     if isinstance(value, (list, tuple)):
         answers = [str(answer) for answer in value]

@@ -108,6 +108,8 @@ def expand_methods(entries: list[Any], where: str) -> list[RunPoint]:
         axes = {key: options.pop(key) for key in GRID_KEYS if isinstance(options.get(key), list)}
         for values in itertools.product(*axes.values()):
             point_options = dict(options, **dict(zip(axes, values)))
+            if isinstance(point_options.get("ratio"), int) and not isinstance(point_options["ratio"], bool):
+                point_options["ratio"] = float(point_options["ratio"])  # `ratio: 1` and `--ratio 1.0`: one run
             try:
                 spec.config_cls(**point_options)
             except (TypeError, ValueError) as error:
@@ -190,12 +192,27 @@ def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_config(raw, str(path))

@@ -8,24 +8,28 @@ rank r first appends to `<model>_<dataset>.rank<r>.jsonl`; rank 0 merges those a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 import transformers
+from PIL import Image
 from tqdm import tqdm
 
 from .. import __version__
+from ..datasets.base import present
 from ..datasets.demo import DEMO_MCQ_NAME, write_demo_mcq
 from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
-from ..datasets.tsv import atomic_write_bytes, lmu_root
+from ..datasets.tsv import atomic_write_bytes, lmu_root, tsv_path
 from ..models.registry import MODEL_CLASSES, build_model
 from .config import ModelSpec, RunConfig, RunPoint
 from ..locking import RunFolderLock
@@ -110,9 +114,10 @@ def infer_dataset(
         # Spread over the dataset, which is often ordered by category: a fairer sample of the per-row time.
         pending = [pending[i * len(pending) // limit] for i in range(min(limit, len(pending)))]
     for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
-        message = dataset.message(position)  # the first call decodes the dataset's images: a one-time cost
-        started = time.perf_counter()
-        prediction = wrapper.generate(message, dataset=dataset.name)
+        with row_context(dataset, indices[position]):
+            message = dataset.message(position)  # the first call decodes the dataset's images: a one-time cost
+            started = time.perf_counter()
+            prediction = wrapper.generate(message, dataset=dataset.name)
         stats = wrapper.stats
         record = {"index": indices[position], "prediction": prediction}
         # Wall time of the answer, image loading and processing included: what `--plan` extrapolates from.
@@ -120,6 +125,42 @@ def infer_dataset(
         made = provenance.fields(digests[normalize_index(indices[position])]) if provenance else {}
         store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}, **made})
     ranks.barrier()  # every shard is complete before rank 0 merges them
+
+
+@contextlib.contextmanager
+def row_context(dataset: Any, index: Any) -> Iterator[None]:
+    """Names the dataset, its TSV and the row in an error raised while answering that row (a bad image, say).
+
+    The run stops there rather than recording the row as failed: a failed row would be scored as a wrong answer and
+    a fixed TSV would not be retried. The finished rows are kept, so fixing the row and re-running resumes.
+    """
+    try:
+        yield
+    except (ValueError, OSError, Image.DecompressionBombError) as error:
+        tsv = tsv_path(dataset.name, dataset.root)
+        raise ValueError(f"{dataset.name} ({tsv}) row index {index}: {error}") from error
+
+
+def score_dataset(dataset: Any, table: pd.DataFrame, judge: Any) -> dict[str, Any]:
+    """`dataset.evaluate(table)`, after checking that every row has a gold `answer` when the benchmark has that column.
+
+    Raises:
+        ValueError: rows without an answer (an empty cell, or a truncated last line), or an error of the scoring
+            itself; the message names the dataset and its TSV.
+    """
+    tsv = tsv_path(dataset.name, dataset.root)
+    if "answer" in table.columns:
+        empty = [index for index, answer in zip(table["index"], table["answer"], strict=True) if not present(answer)]
+        if empty:
+            raise ValueError(
+                f"{tsv}: {len(empty)} row(s) have no gold answer (an empty cell, or a truncated last line), e.g. "
+                f"index {empty[:5]}; fix the file, then score again with --mode eval"
+            )
+    try:
+        return dataset.evaluate(table, judge=judge)
+    except (KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ValueError(f"{dataset.name} ({tsv}): {message}") from error
 
 
 def merge_predictions(stem: Path, indices: list[Any]) -> None:
@@ -234,7 +275,7 @@ def _run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume,
         kept += int(table["kept_visual_tokens"].sum())
         total += int(table["visual_tokens"].sum())
         if mode in ("all", "eval"):
-            scores[name] = dataset.evaluate(table, judge=judge)
+            scores[name] = score_dataset(dataset, table, judge)
             reference = prediction_stem(config.work_dir, model_name, "none", name)
             if point.method != "none" and Path(f"{reference}.jsonl").is_file():
                 scores[name]["loyalty"] = loyalty_to_reference(table, reference)
