@@ -12,6 +12,7 @@ import ast
 import base64
 import binascii
 import glob
+import hashlib
 import io
 import json
 import os
@@ -163,8 +164,9 @@ def dump_images(frame: pd.DataFrame, name: str, root: str | os.PathLike | None =
     literal) of base64 strings gets `<index>_0.png`, `<index>_1.png`, ... When the frame has an `image_path`
     column, a non-empty cell (a path or a list of paths, one per image) names the files instead; relative paths
     are resolved under the images folder. A row without an image must name existing files in `image_path`.
-    Files that already exist with non-zero size are not rewritten. Each file is written to a temporary name and
-    renamed, so concurrent ranks never see half an image.
+    `<root>/images/<name>.cells.json` records a hash of the cell each file was decoded from: a file is reused only
+    when its cell is unchanged, so a replaced TSV with the same indices never shows old pictures. Each file is
+    written to a temporary name and renamed, so concurrent ranks never see half an image.
 
     Args:
         frame (`pandas.DataFrame`): rows as returned by `load_tsv` (references already resolved).
@@ -189,6 +191,9 @@ def dump_images(frame: pd.DataFrame, name: str, root: str | os.PathLike | None =
     image_cells = frame["image"].tolist() if has_images else no_cells
     path_cells = frame["image_path"].tolist() if has_paths else no_cells
     paths_per_row = []
+    manifest_path = folder.with_name(f"{folder.name}.cells.json")
+    manifest = _read_manifest(manifest_path)
+    written = dict(manifest)
     for index, image_cell, path_cell in zip(frame["index"].tolist(), image_cells, path_cells, strict=True):
         encoded = _parse_list_cell(image_cell, "image", index)
         named = _parse_list_cell(path_cell, "image_path", index)
@@ -202,10 +207,23 @@ def dump_images(frame: pd.DataFrame, name: str, root: str | os.PathLike | None =
         else:
             paths = _row_targets(folder, index, len(encoded), named)
             for path, image in zip(paths, encoded, strict=True):
-                if not (path.is_file() and path.stat().st_size > 0):
+                digest = hashlib.sha256(image.encode()).hexdigest()[:16]
+                if not (path.is_file() and path.stat().st_size > 0 and manifest.get(str(path)) == digest):
                     atomic_write_bytes(path, _image_file_bytes(image, path, index))
+                    written[str(path)] = digest
         paths_per_row.append([str(path) for path in paths])
+    if written != manifest:
+        atomic_write_bytes(manifest_path, json.dumps(written, indent=0, sort_keys=True).encode())
     return paths_per_row
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """Which cell each decoded image file was made from (file -> hash); empty when absent or unreadable."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _parse_list_cell(value: Any, column: str, index: Any) -> list[str] | None:
