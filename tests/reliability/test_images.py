@@ -24,3 +24,14 @@ def test_an_unchanged_cell_reuses_its_file(tmp_path):
     before = (tmp_path / "images" / "Set" / "1.png").stat().st_mtime_ns
     dump_images(_frame("red"), "Set", tmp_path)
     assert (tmp_path / "images" / "Set" / "1.png").stat().st_mtime_ns == before
+
+
+def test_images_can_go_to_a_separate_cache_and_the_demo_set_is_not_rewritten(tmp_path, monkeypatch):
+    from vlmeval_ivcp.datasets.demo import write_demo_mcq
+
+    monkeypatch.setenv("VLMEVAL_IVCP_IMAGES", str(tmp_path / "cache"))
+    (path,), = dump_images(_frame("red"), "Set", tmp_path / "data")
+    assert path == str(tmp_path / "cache" / "Set" / "1.png") and not (tmp_path / "data").exists()
+    demo = write_demo_mcq(tmp_path / "data")
+    before = demo.stat().st_mtime_ns
+    assert write_demo_mcq(tmp_path / "data") == demo and demo.stat().st_mtime_ns == before

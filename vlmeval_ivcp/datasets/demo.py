@@ -107,7 +107,8 @@ def demo_mcq_frame() -> pd.DataFrame:
 
 
 def write_demo_mcq(root: str | os.PathLike | None = None) -> Path:
-    """Writes `<root>/DemoMCQ.tsv` (atomically; same bytes every time) and returns its path.
+    """Writes `<root>/DemoMCQ.tsv` (atomically; same bytes every time) unless it already holds them, and returns
+    its path (a read-only data folder that has the file works).
 
     Args:
         root (`str` or `os.PathLike`, *optional*): data folder; defaults to `lmu_root()` (`$LMUData`).
@@ -115,5 +116,7 @@ def write_demo_mcq(root: str | os.PathLike | None = None) -> Path:
     path = tsv_path(DEMO_MCQ_NAME, root)
     buffer = io.StringIO()
     demo_mcq_frame().to_csv(buffer, sep="\t", index=False, lineterminator="\n")
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    data = buffer.getvalue().encode("utf-8")
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
     return path

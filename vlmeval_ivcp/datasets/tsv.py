@@ -3,7 +3,8 @@
 A benchmark `<Name>` lives in `$LMUData/<Name>.tsv` (`LMUData` defaults to `~/LMUData`). Its `index` column is
 unique; its `image` column holds a base64 PNG/JPEG, or - when the value has at most 64 characters - the `index` of
 another row whose image it reuses. Images are decoded once to `$LMUData/images/<Name>/<index>.png` (or the row's
-`image_path`) and the files are reused by later runs.
+`image_path`; `$VLMEVAL_IVCP_IMAGES/<Name>/` when that variable is set) and reused by later runs while their cell
+is unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 LMUDATA_ENV = "LMUData"
+IMAGE_CACHE_ENV = "VLMEVAL_IVCP_IMAGES"
 # VLMEvalKit's rule: an `image` cell this short cannot be an image, it names the row whose image it reuses.
 MAX_REFERENCE_CHARS = 64
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -45,7 +47,11 @@ def tsv_path(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def image_folder(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Where the decoded images of benchmark `name` go: `<root>/images/<name>`."""
+    """Where the decoded images of benchmark `name` go: `$VLMEVAL_IVCP_IMAGES/<name>` when that variable is set (a
+    writable cache beside a read-only data folder), else `<root>/images/<name>`."""
+    cache = os.environ.get(IMAGE_CACHE_ENV)
+    if cache:
+        return Path(cache).expanduser() / name
     return Path(root if root is not None else lmu_root()) / "images" / name
 
 
