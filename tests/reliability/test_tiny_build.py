@@ -24,7 +24,9 @@ def save_then_die(self, *args, **kwargs):
 PretrainedConfig.save_pretrained = save_then_die
 tiny_checkpoint("llava", sys.argv[1])
 """
-BUILD = "import sys; from vlmeval_ivcp.models.tiny import tiny_checkpoint; print(tiny_checkpoint('llava', sys.argv[1]))"
+BUILD = (
+    "import sys; from vlmeval_ivcp.models.tiny import tiny_checkpoint; print(tiny_checkpoint('llava', sys.argv[1]))"
+)
 
 
 def test_a_build_killed_midway_leaves_nothing_a_later_run_trusts(tmp_path):
