@@ -134,11 +134,13 @@ def row_context(dataset: Any, index: Any) -> Iterator[None]:
     The run stops there rather than recording the row as failed: a failed row would be scored as a wrong answer and
     a fixed TSV would not be retried. The finished rows are kept, so fixing the row and re-running resumes.
     """
+    where = f"{dataset.name} ({tsv_path(dataset.name, dataset.root)}) row index {index}"
     try:
         yield
-    except (ValueError, OSError, Image.DecompressionBombError) as error:
-        tsv = tsv_path(dataset.name, dataset.root)
-        raise ValueError(f"{dataset.name} ({tsv}) row index {index}: {error}") from error
+    except OSError as error:  # keeps its kind: a missing file is the input's fault, a full disk the machine's
+        raise OSError(error.errno, f"{where}: {error}") from error
+    except (ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{where}: {error}") from error
 
 
 def score_dataset(dataset: Any, table: pd.DataFrame, judge: Any) -> dict[str, Any]:
