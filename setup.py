@@ -19,6 +19,7 @@ setup(
         "tqdm",
         "openai>=1.0",
         "matplotlib",
+        "rapidfuzz>=3",
     ],
     extras_require={
         "gpu": ["flash-attn", "qwen_vl_utils", "accelerate"],

@@ -28,6 +28,13 @@ while [[ $# -gt 0 ]]; do
         usage
         exit 0
     fi
+    case "$1" in
+        --model | --method | --ratio | --layer | --data-root | --work-dir | --suffix | --splits | --python) ;;
+        *)
+            echo "run_grounding.sh: error: unknown option $1 (see --help)" >&2
+            exit 2
+            ;;
+    esac
     if [[ $# -lt 2 ]]; then
         echo "run_grounding.sh: error: $1 needs a value (see --help)" >&2
         exit 2

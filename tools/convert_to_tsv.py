@@ -193,8 +193,10 @@ def load_expressions(annotation_file: str | os.PathLike) -> list[Expression]:
             data = json.load(handle)
         except json.JSONDecodeError as err:
             raise ValueError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{where}: expected an object with an 'images' list (MDETR/COCO format)")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{where}: not UTF-8 text ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data["images"]:
+        raise ValueError(f"{where}: expected an object with a non-empty 'images' list (MDETR/COCO format)")
     if not isinstance(data.get("annotations"), list):
         raise ValueError(f"{where}: expected an 'annotations' list (MDETR/COCO format)")
     entries: dict[int, dict] = {}

@@ -67,6 +67,13 @@ def percent(dataset: str, report: dict[str, Any]) -> float | None:
     return float(value) * PERCENT_FACTOR.get(dataset, 100.0)
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); re-score the run with --mode eval") from None
+
+
 def read_run(run_json: Path) -> RunResult:
     """Reads one run folder.
 
@@ -82,7 +89,7 @@ def read_run(run_json: Path) -> RunResult:
     prefix = f"{model}_"
     for score_file in sorted(run_json.parent.glob(f"{prefix}*_score.json")):
         dataset = score_file.name[len(prefix) : -len("_score.json")]
-        report = json.loads(score_file.read_text(encoding="utf-8"))
+        report = _read_json(score_file)
         value = percent(dataset, report)
         if value is not None:
             result.scores[dataset] = value

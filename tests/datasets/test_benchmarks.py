@@ -215,7 +215,8 @@ def test_mmvet_mean_grade_and_failures(tmp_path):
     grades = {"x = -1": "0.5", "four": "1.0", "a circle": "I cannot grade this"}
     with judge_server(_reply_after("Model answer:", grades)) as server:
         report = dataset.evaluate(_predictions(dataset, list(grades)), judge=server.judge())
-    assert "-1 <AND> -5 (<AND>: every part is needed" in _last_user_text(server.requests[0]["messages"])
+    # The judge asks several questions at once: the requests arrive in any order.
+    assert any("-1 <AND> -5 (<AND>: every part is needed" in _last_user_text(r["messages"]) for r in server.requests)
     assert report["overall"] == pytest.approx(0.75)
     assert (report["count"], report["judged"], report["judge_failures"], report["failed_indices"]) == (3, 2, 1, [2])
     assert report["capability"] == {"math": 0.75, "rec": 0.5}
@@ -234,7 +235,8 @@ def test_mathvista_judge_extraction_then_rules(tmp_path):
     with judge_server(_reply_after("Model reply:", extractions)) as server:
         report = dataset.evaluate(_predictions(dataset, replies), judge=server.judge())
     assert len(server.requests) == 3
-    assert "Question: How many corners does the shape have?" in _last_user_text(server.requests[0]["messages"])
+    texts = [_last_user_text(request["messages"]) for request in server.requests]
+    assert any("Question: How many corners does the shape have?" in text for text in texts)
     assert report["overall"] == 0.75 and report["prefetched"] == 1 and report["judge_failures"] == 0
     assert report["task"] == {"figure question answering": 1.0, "geometry problem solving": 0.5}
     assert report["skills"] == {"arithmetic reasoning": 1.0, "geometry reasoning": 0.5}
@@ -293,7 +295,7 @@ def test_llavabench_relative_score(tmp_path):
     reviews = {"A circle.": "8 6\nAssistant 2 is brief.", "A square.": "10, 5\nShort.", "Practice.": "6 6\nBoth ok."}
     with judge_server(_reply_after("[Assistant 2]\n", reviews)) as server:
         report = dataset.evaluate(_predictions(dataset, list(reviews)), judge=server.judge())
-    first = server.requests[0]["messages"]
+    (first,) = [r["messages"] for r in server.requests if "A red circle on white." in r["messages"][1]["content"]]
     assert first[0] == {"role": "system", "content": LLAVABENCH_SYSTEM}
     assert "[Image description]\nA red circle on white." in first[1]["content"]
     assert "[Assistant 1]\nA red circle on a white background.\n" in first[1]["content"]

@@ -3,7 +3,7 @@ from pathlib import Path
 from PIL import Image
 
 from vlmeval_ivcp.datasets.demo import COLORS, DEMO_MCQ_NAME, DEMO_MCQ_ROWS, SHAPES, demo_mcq_frame, write_demo_mcq
-from vlmeval_ivcp.datasets.tsv import dump_images, load_tsv
+from vlmeval_ivcp.datasets.tsv import dump_images, encode_image_to_base64, load_tsv
 
 MCQ_COLUMNS = ["index", "image", "question", "A", "B", "C", "D", "answer", "category"]
 
@@ -44,12 +44,15 @@ def test_answers_match_the_pictures(tmp_path):
             assert centre == COLORS[row.picture.color]
 
 
-def test_images_of_an_older_file_are_removed(tmp_path):
+def test_images_of_an_older_file_are_not_reused(tmp_path):
     path = write_demo_mcq(tmp_path)
-    frame = load_tsv(DEMO_MCQ_NAME, root=tmp_path)
-    first = dump_images(frame, DEMO_MCQ_NAME, root=tmp_path)[0][0]
-    write_demo_mcq(tmp_path)  # unchanged: the decoded images stay
-    assert Path(first).is_file()
-    path.write_text("older version")
-    write_demo_mcq(tmp_path)
-    assert not Path(first).exists()
+    older = load_tsv(DEMO_MCQ_NAME, root=tmp_path)
+    older["image"] = encode_image_to_base64(Image.new("RGB", (8, 8)))
+    path.write_text(older.to_csv(sep="\t", index=False), encoding="utf-8")
+    stale = dump_images(load_tsv(DEMO_MCQ_NAME, root=tmp_path), DEMO_MCQ_NAME, root=tmp_path)[0][0]
+    with Image.open(stale) as image:
+        assert image.size == (8, 8)
+    write_demo_mcq(tmp_path)  # the current set replaces the older file; its pictures are decoded anew
+    fresh = dump_images(load_tsv(DEMO_MCQ_NAME, root=tmp_path), DEMO_MCQ_NAME, root=tmp_path)[0][0]
+    with Image.open(fresh) as image:
+        assert image.width >= 560

@@ -69,9 +69,10 @@ def test_index_stays_text_unless_every_value_is_an_integer(tmp_path):
     assert load_tsv(tmp_path / "b.tsv")["index"].tolist() == ["007", "8"]
 
 
-def test_missing_file_names_the_path_and_the_variable(tmp_path):
+def test_missing_file_names_the_path_and_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMUData", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"Nope\.tsv.*LMUData"):
-        load_tsv("Nope", root=tmp_path)
+        load_tsv("Nope")
 
 
 @pytest.mark.parametrize(

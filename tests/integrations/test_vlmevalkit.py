@@ -261,8 +261,9 @@ def test_the_judge_is_the_one_vlmevalkit_names(monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
     assert judge_from_kwargs({"model": "exact_matching"}, eval_file) is None
     assert judge_from_kwargs({"nproc": 4}, eval_file) is None
-    judge = judge_from_kwargs({"model": "chatgpt-0125", "retry": 5, "nproc": 4, "verbose": False}, eval_file)
+    judge = judge_from_kwargs({"model": "chatgpt-0125", "retry": 5, "nproc": 6, "verbose": False}, eval_file)
     assert isinstance(judge, Judge) and judge.model == "gpt-3.5-turbo-0125" and judge.max_retries == 5
+    assert judge.nproc == 6  # VLMEvalKit's --api-nproc
     monkeypatch.setenv("LOCAL_LLM", "Qwen2.5-7B-Instruct")  # VLMEvalKit's way to name a locally served judge
     assert judge_from_kwargs({"model": "chatgpt-0125"}, eval_file).model == "Qwen2.5-7B-Instruct"
     monkeypatch.delenv("OPENAI_API_KEY")

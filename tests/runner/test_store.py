@@ -106,7 +106,8 @@ def test_torn_last_line_is_cut_and_redone(tmp_path, caplog, tail):
         (b'{"index": 1}\n{"index": 2, \n{"index": 3}\n', r"preds\.jsonl:2: corrupt prediction line"),
         (b'{"index": 1}\n\n{"index": 3}\n', r"preds\.jsonl:2: corrupt prediction line"),
         (b'{"index": 1}\n{"prediction": "A"}\n', r"preds\.jsonl:2: .*'index' key"),
-        (b'{"index": 1}\n{"index": 1}\n', r"preds\.jsonl:2: index 1 appears a second time"),
+        (b'{"index": 1, "prediction": "A"}\n{"index": 1, "prediction": "B"}\n', r"preds\.jsonl:2: index 1 appears a"),
+        (b'{"index": 1}\n{"index": 1.5}\n', r"preds\.jsonl:2: a row index must be an int or a str, got float 1.5"),
     ],
 )
 def test_damage_before_the_last_line_is_an_error(tmp_path, content, message):
@@ -170,14 +171,15 @@ def test_merge_orders_rows_as_expected(tmp_path):
 
 def test_merge_lists_missing_duplicated_and_unexpected_rows(tmp_path):
     _write_shard(tmp_path / "rank0.jsonl", [1, 2, 99])
-    _write_shard(tmp_path / "rank1.jsonl", [2, *range(10, 30)])
+    _write_shard(tmp_path / "rank1.jsonl", [*range(10, 30)])
+    PredictionStore(tmp_path / "rank1.jsonl").append({"index": 2, "prediction": "another answer"})
     shards = [tmp_path / "rank0.jsonl", tmp_path / "rank1.jsonl", tmp_path / "rank2.jsonl"]
     out = tmp_path / "merged.jsonl"
     with pytest.raises(ValueError) as info:
         merge_shards(shards, [1, 2, 3, 4], out)
     message = str(info.value)
     assert "2 missing: [3, 4]" in message
-    assert "1 stored more than once: [2]" in message
+    assert "1 stored more than once with different answers: [2]" in message
     assert "21 not expected: [99, 10, 11, 12, 13, 14, 15, 16, 17, 18] (+11 more)" in message
     assert "rank2.jsonl" in message  # the shard file that was not there
     assert not out.exists()

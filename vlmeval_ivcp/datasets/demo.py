@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .tsv import atomic_write_bytes, encode_image_to_base64, image_folder, tsv_path
+from .tsv import atomic_write_bytes, encode_image_to_base64, tsv_path
 
 DEMO_MCQ_NAME = "DemoMCQ"
 OPTION_LETTERS = ("A", "B", "C", "D")
@@ -109,8 +108,8 @@ def demo_mcq_frame() -> pd.DataFrame:
 
 
 def write_demo_mcq(root: str | os.PathLike | None = None) -> Path:
-    """Writes `<root>/DemoMCQ.tsv` (atomically; same bytes every time) and returns its path; images decoded from a
-    different earlier version of the file are removed.
+    """Writes `<root>/DemoMCQ.tsv` (atomically; same bytes every time) unless it already holds them, and returns
+    its path (a read-only data folder that has the file works).
 
     Args:
         root (`str` or `os.PathLike`, *optional*): data folder; defaults to `lmu_root()` (`$LMUData`).
@@ -119,9 +118,6 @@ def write_demo_mcq(root: str | os.PathLike | None = None) -> Path:
     buffer = io.StringIO()
     demo_mcq_frame().to_csv(buffer, sep="\t", index=False, lineterminator="\n")
     data = buffer.getvalue().encode("utf-8")
-    if path.is_file() and path.read_bytes() == data:
-        return path
-    # Decoded images are never rewritten (VLMEvalKit's rule), so those of an older version of the set must go.
-    shutil.rmtree(image_folder(DEMO_MCQ_NAME, path.parent), ignore_errors=True)
-    atomic_write_bytes(path, data)
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
     return path

@@ -36,7 +36,7 @@ def labels_of(value: Any) -> list[str]:
     if text.startswith("["):
         try:
             return [str(item).strip() for item in ast.literal_eval(text)]
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError):  # TypeError: an unhashable key such as {[]: 1}
             pass  # not a literal after all: read it as comma-separated text
     return [label.strip() for label in text.split(",") if label.strip()]
 
@@ -85,12 +85,13 @@ def evaluate_mmvet(predictions: pd.DataFrame, judge: Any) -> dict[str, Any]:
     `category`) and per capability combination (`category`, labels joined by "_", as VLMEvalKit reports)."""
     require_columns(predictions, ["question", "answer", "prediction"], "MMVet scores")
     rows = predictions.to_dict("records")
-    scores = []
-    for row in rows:
-        result = judge.score_open_answer(
+    results = judge.map(
+        lambda row: judge.score_open_answer(
             str(row["question"]), mmvet_reference(str(row["answer"])), _text(row["prediction"])
-        )
-        scores.append(float(result.value) if result.ok else None)
+        ),
+        rows,
+    )
+    scores = [float(result.value) if result.ok else None for result in results]
     capabilities = [labels_of(row.get("category")) for row in rows]
     report = {"overall": _mean(scores), **_failure_summary(scores, [row["index"] for row in rows])}
     report["capability"] = _label_means(scores, capabilities)
@@ -141,7 +142,7 @@ def mathvista_options(row: Mapping[str, Any]) -> dict[str, str]:
     """Letter -> choice text of a multiple-choice row, from its `choices` list literal (A for the first)."""
     try:
         choices = ast.literal_eval(str(row["choices"]))
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError):
         choices = None
     if not isinstance(choices, (list, tuple)):
         raise ValueError(f"MathVista row {row['index']!r}: `choices` must be a list literal, got {row['choices']!r}")
@@ -195,17 +196,22 @@ def evaluate_mathvista(predictions: pd.DataFrame, judge: Any) -> dict[str, Any]:
     require_columns(predictions, ["question", "answer", "question_type", "answer_type", "prediction"], "MathVista")
     rows = predictions.to_dict("records")
     hits: list[float | None] = []
-    prefetched = 0
+    asked = []  # positions in `hits` the judge decides
     for row in rows:
         reply = _text(row["prediction"])
         read_letter = row["question_type"] == "multi_choice" and extract_choice(reply, mathvista_options(row))
         correct = mathvista_correct(row, reply)
-        if read_letter or correct:
-            prefetched += 1
-            hits.append(float(correct))
-            continue
-        result = judge.ask(MATHVISTA_EXTRACTION_PROMPT.format(question=row["question"], prediction=reply))
-        hits.append(float(mathvista_correct(row, _extracted_answer(result.value))) if result.ok else None)
+        if not (read_letter or correct):
+            asked.append(len(hits))
+        hits.append(float(correct))
+    prefetched = len(rows) - len(asked)
+    prompts = [
+        MATHVISTA_EXTRACTION_PROMPT.format(question=row["question"], prediction=_text(row["prediction"]))
+        for row in (rows[position] for position in asked)
+    ]
+    for position, result in zip(asked, judge.map(judge.ask, prompts), strict=True):
+        row = rows[position]
+        hits[position] = float(mathvista_correct(row, _extracted_answer(result.value))) if result.ok else None
     report = {"overall": _mean(hits), **_failure_summary(hits, [row["index"] for row in rows])}
     report["prefetched"] = prefetched
     for column in ("task", "skills"):
@@ -257,14 +263,14 @@ def evaluate_llavabench(predictions: pd.DataFrame, judge: Any) -> dict[str, Any]
     and per `category`; `prediction_score` / `reference_score` are the mean ratings on the 1-10 scale."""
     require_columns(predictions, ["question", "caption", "gpt4_ans", "prediction"], "LLaVABench scores")
     rows = predictions.to_dict("records")
-    pairs: list[tuple[float, float] | None] = []
-    for row in rows:
+    def ask(row: dict[str, Any]) -> Any:
         prompt = LLAVABENCH_PROMPT.format(
             caption=_text(row["caption"]), question=row["question"], reference=row["gpt4_ans"],
             prediction=_text(row["prediction"]),
         )  # fmt: skip
-        result = judge.ask([{"role": "system", "content": LLAVABENCH_SYSTEM}, {"role": "user", "content": prompt}])
-        pairs.append(parse_score_pair(str(result.value)) if result.ok else None)
+        return judge.ask([{"role": "system", "content": LLAVABENCH_SYSTEM}, {"role": "user", "content": prompt}])
+
+    pairs = [parse_score_pair(str(result.value)) if result.ok else None for result in judge.map(ask, rows)]
     judged = [pair for pair in pairs if pair is not None]
     report = {
         "overall": _relative(judged) if judged else None,

@@ -78,9 +78,12 @@ class MCQDataset(ImageDataset):
         unreadable = scored["extracted"].isna()
         judge_failures = 0
         if judge is not None and unreadable.any():
-            for position in scored.index[unreadable]:
-                row = scored.loc[position]
-                result = judge.extract_choice(str(row["question"]), options_from_row(row), str(row["prediction"]))
+            positions = list(scored.index[unreadable])
+            results = judge.map(
+                lambda row: judge.extract_choice(str(row["question"]), options_from_row(row), str(row["prediction"])),
+                [scored.loc[position] for position in positions],
+            )
+            for position, result in zip(positions, results, strict=True):
                 scored.at[position, "extracted"] = result.value if result.ok else None
                 judge_failures += not result.ok
         if self.name in CIRCULAR:

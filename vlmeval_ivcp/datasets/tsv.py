@@ -3,7 +3,8 @@
 A benchmark `<Name>` lives in `$LMUData/<Name>.tsv` (`LMUData` defaults to `~/LMUData`). Its `index` column is
 unique; its `image` column holds a base64 PNG/JPEG, or - when the value has at most 64 characters - the `index` of
 another row whose image it reuses. Images are decoded once to `$LMUData/images/<Name>/<index>.png` (or the row's
-`image_path`) and the files are reused by later runs.
+`image_path`; `$VLMEVAL_IVCP_IMAGES/<Name>/` when that variable is set) and reused by later runs while their cell
+is unchanged.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import glob
+import hashlib
 import io
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +28,11 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 LMUDATA_ENV = "LMUData"
+IMAGE_CACHE_ENV = "VLMEVAL_IVCP_IMAGES"
 # VLMEvalKit's rule: an `image` cell this short cannot be an image, it names the row whose image it reuses.
 MAX_REFERENCE_CHARS = 64
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_HOST = socket.gethostname()
 
 
 def lmu_root() -> Path:
@@ -41,7 +47,11 @@ def tsv_path(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def image_folder(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Where the decoded images of benchmark `name` go: `<root>/images/<name>`."""
+    """Where the decoded images of benchmark `name` go: `$VLMEVAL_IVCP_IMAGES/<name>` when that variable is set (a
+    writable cache beside a read-only data folder), else `<root>/images/<name>`."""
+    cache = os.environ.get(IMAGE_CACHE_ENV)
+    if cache:
+        return Path(cache).expanduser() / name
     return Path(root if root is not None else lmu_root()) / "images" / name
 
 
@@ -68,19 +78,23 @@ def load_tsv(
         with every reference replaced by the image it points to.
 
     Raises:
-        FileNotFoundError: the file does not exist (the message names the path and the `LMUData` variable).
-        ValueError: the file is not a readable TSV, `index` is missing, empty in some row or duplicated, a
-            required column is missing, or an image reference points nowhere.
+        FileNotFoundError: the file does not exist (the message names the path, and `root` or the `LMUData`
+            variable).
+        ValueError: the file is not a readable TSV or has no rows, `index` is missing, empty in some row or
+            duplicated, a required column is missing, or an image reference points nowhere.
     """
     if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".tsv"):
         path = Path(name_or_path)
     else:
         path = tsv_path(str(name_or_path), root)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"benchmark file {path} not found; put the VLMEvalKit TSV there, or point the {LMUDATA_ENV} "
-            f"environment variable (now {os.environ.get(LMUDATA_ENV)!r}) at the folder that holds it"
+        where = (
+            f"or set the config's data_root (now {str(root)!r}) to the folder that holds it"
+            if root is not None
+            else f"or point the {LMUDATA_ENV} environment variable (now {os.environ.get(LMUDATA_ENV)!r}) at the "
+            "folder that holds it"
         )
+        raise FileNotFoundError(f"benchmark file {path} not found; put the VLMEvalKit TSV there, {where}")
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -89,6 +103,8 @@ def load_tsv(
     missing = [column for column in ("index", *required_columns) if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError(f"{path}: the file has a header but no rows")
     _check_index(frame["index"], path)
     frame = resolve_image_references(frame, source=str(path))
     if all(_CANONICAL_INT.fullmatch(value) for value in frame["index"]):
@@ -154,8 +170,9 @@ def dump_images(frame: pd.DataFrame, name: str, root: str | os.PathLike | None =
     literal) of base64 strings gets `<index>_0.png`, `<index>_1.png`, ... When the frame has an `image_path`
     column, a non-empty cell (a path or a list of paths, one per image) names the files instead; relative paths
     are resolved under the images folder. A row without an image must name existing files in `image_path`.
-    Files that already exist with non-zero size are not rewritten. Each file is written to a temporary name and
-    renamed, so concurrent ranks never see half an image.
+    `<root>/images/<name>.cells.json` records a hash of the cell each file was decoded from: a file is reused only
+    when its cell is unchanged, so a replaced TSV with the same indices never shows old pictures. Each file is
+    written to a temporary name and renamed, so concurrent ranks never see half an image.
 
     Args:
         frame (`pandas.DataFrame`): rows as returned by `load_tsv` (references already resolved).
@@ -180,6 +197,9 @@ def dump_images(frame: pd.DataFrame, name: str, root: str | os.PathLike | None =
     image_cells = frame["image"].tolist() if has_images else no_cells
     path_cells = frame["image_path"].tolist() if has_paths else no_cells
     paths_per_row = []
+    manifest_path = folder.with_name(f"{folder.name}.cells.json")
+    manifest = _read_manifest(manifest_path)
+    written = dict(manifest)
     for index, image_cell, path_cell in zip(frame["index"].tolist(), image_cells, path_cells, strict=True):
         encoded = _parse_list_cell(image_cell, "image", index)
         named = _parse_list_cell(path_cell, "image_path", index)
@@ -193,10 +213,23 @@ def dump_images(frame: pd.DataFrame, name: str, root: str | os.PathLike | None =
         else:
             paths = _row_targets(folder, index, len(encoded), named)
             for path, image in zip(paths, encoded, strict=True):
-                if not (path.is_file() and path.stat().st_size > 0):
+                digest = hashlib.sha256(image.encode()).hexdigest()[:16]
+                if not (path.is_file() and path.stat().st_size > 0 and manifest.get(str(path)) == digest):
                     atomic_write_bytes(path, _image_file_bytes(image, path, index))
+                    written[str(path)] = digest
         paths_per_row.append([str(path) for path in paths])
+    if written != manifest:
+        atomic_write_bytes(manifest_path, json.dumps(written, indent=0, sort_keys=True).encode())
     return paths_per_row
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """Which cell each decoded image file was made from (file -> hash); empty when absent or unreadable."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _parse_list_cell(value: Any, column: str, index: Any) -> list[str] | None:
@@ -211,7 +244,7 @@ def _parse_list_cell(value: Any, column: str, index: Any) -> list[str] | None:
         except json.JSONDecodeError:
             try:
                 parsed = ast.literal_eval(value)
-            except (ValueError, SyntaxError) as err:
+            except (ValueError, SyntaxError, TypeError) as err:  # TypeError: an unhashable key such as {[]: 1}
                 raise ValueError(f"row index {index}: column {column!r} is not a valid list literal: {err}") from err
     elif value is None or pd.isna(value):
         return None
@@ -264,12 +297,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` through a temporary file in the same folder and a rename.
 
     Readers see either the old file or the complete new one, never a partial file, even when several processes
-    write the same path at once. Parent folders are created.
+    write the same path at once. Parent folders are created. The new file's mode follows the umask, as with
+    `open()`. The temporary file is named `.<name>.<host>.<pid>.<random>.tmp`; those of this host whose process is
+    gone (killed between writing and renaming) are removed by the next write of the same path.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    _remove_orphaned_temporaries(target)
+    prefix = f".{target.name}.{_HOST}.{os.getpid()}."
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
     try:
+        os.fchmod(descriptor, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file follows the umask
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -278,6 +316,37 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _remove_orphaned_temporaries(target: Path) -> None:
+    prefix = f".{target.name}.{_HOST}."
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = leftover.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (changing it races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def encode_bytes_to_base64(data: bytes) -> str:

@@ -68,10 +68,14 @@ class YesNoDataset(ImageDataset):
         ]
         judge_failures = 0
         if judge is not None:
-            for position in scored.index[scored["extracted"] == UNKNOWN]:
-                row = scored.loc[position]
-                reply = str(row["prediction"]) if present(row["prediction"]) else ""
-                result = judge.extract_yes_no(str(row["question"]), reply)
+            positions = list(scored.index[scored["extracted"] == UNKNOWN])
+            results = judge.map(
+                lambda row: judge.extract_yes_no(
+                    str(row["question"]), str(row["prediction"]) if present(row["prediction"]) else ""
+                ),
+                [scored.loc[position] for position in positions],
+            )
+            for position, result in zip(positions, results, strict=True):
                 if result.ok:
                     scored.at[position, "extracted"] = result.value
                 else:

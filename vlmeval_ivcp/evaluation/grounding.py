@@ -146,8 +146,9 @@ _BOX_PATTERNS = tuple(
 
 
 def _ordered_box(x1: float, y1: float, x2: float, y2: float) -> Box | None:
-    """Four coordinates -> a box with ordered corners, or None when a value is not finite."""
-    if not all(math.isfinite(value) for value in (x1, y1, x2, y2)):
+    """Four coordinates -> a box with ordered corners, or None when a value, or the box's area, is not finite (corners
+    at +/-1e308 overflow the area and would make IoU NaN)."""
+    if not all(math.isfinite(value) for value in (x1, y1, x2, y2)) or not math.isfinite((x2 - x1) * (y2 - y1)):
         return None
     return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
 
@@ -188,7 +189,10 @@ def parse_answer_boxes(answer: str) -> list[Box]:
         raise ValueError(f"answer {answer!r} is not a list of numbers 'x1 y1 x2 y2 ...'") from None
     if not numbers or len(numbers) % 4 or not all(math.isfinite(number) for number in numbers):
         raise ValueError(f"answer {answer!r} must hold 4 finite numbers per box (x1 y1 x2 y2), got {len(numbers)}")
-    return [_ordered_box(*numbers[start : start + 4]) for start in range(0, len(numbers), 4)]
+    boxes = [_ordered_box(*numbers[start : start + 4]) for start in range(0, len(numbers), 4)]
+    if None in boxes:
+        raise ValueError(f"answer {answer!r}: a box's area overflows (coordinates too large)")
+    return boxes
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -1,7 +1,12 @@
 """An LLM judge over any OpenAI-compatible chat-completions server, with bounded retries and an on-disk answer cache.
 
 Every call returns a `JudgeResult`; a failure is `ok=False` with an error kind and is counted in `Judge.stats`, never
-a silent wrong answer. The API key is kept out of logs, reprs, result details and the cache file.
+a silent wrong answer. The API key is kept out of logs, reprs, result details and the cache file. `Judge.map` asks
+several questions at once; after `max_connection_failures` consecutive attempts that reach no server (connection
+refused, timeout) every call raises `JudgeUnreachable`, so a dead server stops the scoring in seconds, not hours.
+
+Retries are this module's loop rather than the `openai` client's own (`max_retries=0` there): the breaker must see
+every failed attempt, and `JudgeStats` counts them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,15 @@ NO_OPTION = "Z"
 # Failure kinds. Only the transient ones are retried.
 RETRYABLE_KINDS = frozenset({"rate_limit", "server_error", "timeout", "connection"})
 FAILURE_KINDS = RETRYABLE_KINDS | {"client_error", "garbage", "unparseable", "out_of_range"}
+# Attempts that reached no server; enough of them in a row mean it is down.
+UNREACHABLE_KINDS = frozenset({"timeout", "connection"})
+# Keyword settings `--judge-args` may give (VLMEvalKit's `retry` is accepted for `max_retries`).
+JUDGE_ARGS = ("timeout", "max_retries", "backoff_base", "backoff_max", "temperature", "max_tokens",
+              "max_connection_failures", "nproc")  # fmt: skip
+
+
+class JudgeUnreachable(RuntimeError):
+    """Several consecutive requests reached no judge server; the message names the server."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,27 @@ class JudgeStats:
     cache_hits: int = 0
     retries: int = 0
     failures: Counter = field(default_factory=Counter)
+
+
+def judge_settings(text: str) -> dict[str, Any]:
+    """The keyword settings of a `--judge-args` JSON object (keys of `JUDGE_ARGS`; VLMEvalKit's `retry` is
+    `max_retries`).
+
+    Raises:
+        ValueError: the text is not a JSON object, or names a key that is not a setting (the message names it).
+    """
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--judge-args: not JSON ({error}): {text!r}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--judge-args: expected a JSON object such as '{{\"timeout\": 30}}', got {text!r}")
+    if "retry" in settings:
+        settings["max_retries"] = settings.pop("retry")
+    unknown = sorted(set(settings) - set(JUDGE_ARGS))
+    if unknown:
+        raise ValueError(f"--judge-args: unknown key(s) {unknown}; allowed: {sorted(JUDGE_ARGS)} and 'retry'")
+    return settings
 
 
 def backoff_delay(retry: int, base: float, cap: float) -> float:
@@ -131,6 +167,9 @@ class Judge:
         backoff_max (`float`): longest wait between attempts.
         temperature (`float`): sampling temperature (0 = greedy).
         max_tokens (`int`): reply length limit.
+        max_connection_failures (`int`): consecutive unreachable attempts (over all threads) after which every
+            call raises `JudgeUnreachable`.
+        nproc (`int`): questions `map` asks at once (VLMEvalKit's `--api-nproc`).
     """
 
     def __init__(
@@ -146,9 +185,14 @@ class Judge:
         backoff_max: float = 30.0,
         temperature: float = 0.0,
         max_tokens: int = 512,
+        max_connection_failures: int = 3,
+        nproc: int = 4,
     ):
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_retries < 0 or max_connection_failures < 1 or nproc < 1:
+            raise ValueError(
+                f"max_retries must be >= 0, max_connection_failures and nproc >= 1; got max_retries={max_retries}, "
+                f"max_connection_failures={max_connection_failures}, nproc={nproc}"
+            )
         if timeout <= 0 or backoff_base < 0 or backoff_max < 0:
             raise ValueError(
                 f"timeout must be > 0 and backoff_base/backoff_max >= 0; got timeout={timeout}, "
@@ -168,7 +212,11 @@ class Judge:
         self.backoff_max = backoff_max
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.max_connection_failures = max_connection_failures
+        self.nproc = nproc
         self.stats = JudgeStats()
+        self._unreachable_in_a_row = 0
+        self._down: str | None = None  # set once the breaker trips
         self._api_key = api_key
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=0)
         self._cache = _AnswerCache(Path(cache_path) if cache_path is not None else None)
@@ -235,7 +283,9 @@ class Judge:
                 with self._lock:
                     self.stats.retries += 1
                 time.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_max))
+            self._check_reachable()
             kind, content, detail = self._send(messages)
+            self._count_reachability(kind)
             if kind is None:
                 with self._lock:
                     self._cache.put(key, self.model, content)
@@ -251,6 +301,36 @@ class Judge:
             if kind not in RETRYABLE_KINDS:
                 break
         return self._fail(kind, detail)
+
+    def _check_reachable(self) -> None:
+        if self._down is not None:
+            raise JudgeUnreachable(self._down)
+
+    def _count_reachability(self, kind: str | None) -> None:
+        with self._lock:
+            self._unreachable_in_a_row = self._unreachable_in_a_row + 1 if kind in UNREACHABLE_KINDS else 0
+            if self._unreachable_in_a_row >= self.max_connection_failures and self._down is None:
+                self._down = (
+                    f"judge server {self.base_url} unreachable: {self._unreachable_in_a_row} requests in a row got "
+                    f"no reply ({kind}); check OPENAI_API_BASE and the server, then re-score with --mode eval "
+                    "(answers already given are cached)"
+                )
+        self._check_reachable()
+
+    def map(self, ask: Callable[[Any], JudgeResult], items: Iterable[Any]) -> list[JudgeResult]:
+        """`ask(item)` for every item, `nproc` at a time, in the order of `items`.
+
+        Raises:
+            JudgeUnreachable: the server stopped answering (questions not yet asked are dropped).
+        """
+        items = list(items)
+        if self.nproc == 1 or len(items) <= 1:
+            return [ask(item) for item in items]
+        pool = ThreadPoolExecutor(max_workers=self.nproc, thread_name_prefix="judge")
+        try:
+            return list(pool.map(ask, items))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def extract_choice(self, question: str, options: Mapping[str, str], prediction: str) -> JudgeResult:
         """Which option a reply chose, asked when the rules (`mcq.extract_choice`) found none.

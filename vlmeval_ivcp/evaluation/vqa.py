@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 import pandas as pd
+from rapidfuzz.distance import Levenshtein
 
 from .metrics import GROUP_COLUMNS, mean_by_group, require_columns
 from .punctuation import process_punctuation
@@ -73,7 +74,7 @@ def parse_answers(value: object) -> list[str]:
         ValueError: the answer is missing (None/NaN) or an empty list.
     """
     if isinstance(value, str) and value.lstrip().startswith("["):
-        with contextlib.suppress(ValueError, SyntaxError):  # else: a single answer that starts with "["
+        with contextlib.suppress(ValueError, SyntaxError, TypeError):  # else: a single answer that starts with "["
             value = ast.literal_eval(value.strip())
     if isinstance(value, (list, tuple)):
         answers = [str(answer) for answer in value]
@@ -129,16 +130,9 @@ def relaxed_accuracy(prediction: str, answers: Sequence[str], tolerance: float =
 
 
 def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions of one character each)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
+    """Edit distance (insertions, deletions, substitutions of one character each), by rapidfuzz's C implementation:
+    the same values as the textbook dynamic programme, thousands of times faster on long replies."""
+    return Levenshtein.distance(a, b)
 
 
 def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:

@@ -224,7 +224,8 @@ def judge_from_kwargs(judge_kwargs: dict[str, Any], eval_file: str) -> Judge | N
         return None
     model = os.environ.get("LOCAL_LLM") or JUDGE_ALIASES.get(name, name)
     cache = f"{Path(eval_file).with_suffix('')}_judge_cache.jsonl"
-    return Judge(model, max_retries=int(judge_kwargs.get("retry", 3)), cache_path=cache)
+    retries, nproc = int(judge_kwargs.get("retry", 3)), int(judge_kwargs.get("nproc", 4))  # VLMEvalKit's --api-nproc
+    return Judge(model, max_retries=retries, nproc=nproc, cache_path=cache)
 
 
 def _plain(value: Any) -> Any:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config, parse_config
-from ..evaluation.judge import Judge
+from ..evaluation.judge import Judge, JudgeUnreachable, judge_settings
+from ..locking import RunFolderBusy
 from .plan import format_plan, plan
 from .run import MODES, format_table, run
 
@@ -36,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and OPENAI_API_KEY); default: exact matching only",
     )
     parser.add_argument(
+        "--judge-args",
+        metavar="JSON",
+        help='judge settings as JSON, e.g. \'{"timeout": 30, "retry": 2}\' (keys: timeout, retry or max_retries, '
+        "backoff_base, backoff_max, temperature, max_tokens, max_connection_failures, nproc)",
+    )
+    parser.add_argument(
+        "--api-nproc", type=_positive_int, metavar="N", help="judge questions asked at once (default 4)"
+    )
+    parser.add_argument(
         "--limit",
         type=_positive_int,
         metavar="N",
@@ -51,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error instead of a one-line message"
     )
+    finished = parser.add_mutually_exclusive_group()
+    finished.add_argument(
+        "--rerun",
+        action="store_true",
+        help="when finished rows of a run were made with other settings or TSV rows, move its files aside and start "
+        "it again (default: refuse to mix)",
+    )
+    finished.add_argument(
+        "--reuse", action="store_true", help="keep finished rows made with other settings or TSV rows anyway"
+    )
     return parser
 
 
@@ -59,6 +79,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
     return value
+
+
+# Failures of the input the user gave (config, data, flags, results files): exit 2. Anything else - the
+# environment (permissions, a full disk, a broken checkpoint) or an internal error - exits 1.
+USER_ERRORS = (ConfigError, FileNotFoundError, KeyError, ValueError, RunFolderBusy, JudgeUnreachable)
+
+
+def failure_exit_code(error: BaseException) -> int:
+    return 2 if isinstance(error, USER_ERRORS) else 1
+
+
+def failure_message(error: BaseException) -> str:
+    """One line: the error's own text, prefixed by its type where the text alone would not say what failed."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    else:
+        text = str(error)
+    if not isinstance(error, USER_ERRORS):
+        text = f"{type(error).__name__}: {text}"
+    return " ".join(text.split()) or type(error).__name__
 
 
 def config_from_args(args: argparse.Namespace):
@@ -77,6 +117,17 @@ def config_from_args(args: argparse.Namespace):
     return parse_config(raw, "command line")
 
 
+def _judge(args: argparse.Namespace, config) -> Judge:
+    settings = judge_settings(args.judge_args) if args.judge_args else {}
+    if args.api_nproc:
+        settings["nproc"] = args.api_nproc
+    try:
+        # Judge answers are cached beside the results, so a re-scored run asks the server nothing twice.
+        return Judge(args.judge, cache_path=Path(config.work_dir) / "judge_cache.jsonl", **settings)
+    except TypeError as error:  # a setting of the wrong type, e.g. {"timeout": "30"}
+        raise ValueError(f"--judge-args: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -87,16 +138,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.limit and args.mode == "eval":
             raise ConfigError("--limit answers rows: it goes with --mode all or infer, not eval")
-        # Judge answers are cached beside the results, so a re-scored run asks the server nothing twice.
-        judge = Judge(args.judge, cache_path=Path(config.work_dir) / "judge_cache.jsonl") if args.judge else None
+        judge = _judge(args, config) if args.judge else None
         # Finished rows are already on disk when an error stops the run: a re-run resumes after them.
-        summaries = run(config, mode="infer" if args.limit else args.mode, judge=judge, limit=args.limit)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
+        resume = "rerun" if args.rerun else "reuse" if args.reuse else "refuse"
+        mode = "infer" if args.limit else args.mode
+        summaries = run(config, mode=mode, judge=judge, limit=args.limit, resume=resume)
+    except Exception as error:  # noqa: BLE001 - every failure is one line; --traceback shows the rest
         if args.traceback:
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"run.py: error: {message} (finished rows are kept; --traceback shows where)", file=sys.stderr)
-        return 2
+        code = failure_exit_code(error)
+        print(f"run.py: error: {failure_message(error)} (finished rows are kept; --traceback shows where)",
+              file=sys.stderr)  # fmt: skip
+        return code
+    except KeyboardInterrupt:
+        if args.traceback:
+            raise
+        print("run.py: interrupted (finished rows are kept; the same command resumes)", file=sys.stderr)
+        return 130
     if summaries:  # only rank 0 of a torchrun launch has them
         print(format_plan(plan(config)) if args.limit else format_table(summaries))
     return 0

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,8 @@ def expand_methods(entries: list[Any], where: str) -> list[RunPoint]:
         axes = {key: options.pop(key) for key in GRID_KEYS if isinstance(options.get(key), list)}
         for values in itertools.product(*axes.values()):
             point_options = dict(options, **dict(zip(axes, values)))
+            if isinstance(point_options.get("ratio"), int) and not isinstance(point_options["ratio"], bool):
+                point_options["ratio"] = float(point_options["ratio"])  # `ratio: 1` and `--ratio 1.0`: one run
             try:
                 spec.config_cls(**point_options)
             except (TypeError, ValueError) as error:
@@ -126,12 +129,41 @@ def _model_spec(entry: dict[str, Any], here: str) -> ModelSpec:
     if "class" not in entry:
         if entry["name"] not in supported_models:
             raise ConfigError(f"{here}.name: unknown model {entry['name']!r}; known: {sorted(supported_models)}")
+        _check_model_kwargs(kwargs, registry_class(entry["name"]), here)
         return ModelSpec(entry["name"], kwargs)
     if entry["class"] not in MODEL_CLASSES:
         raise ConfigError(f"{here}.class: unknown adapter {entry['class']!r}; known: {sorted(MODEL_CLASSES)}")
     if "model_path" not in kwargs:
         raise ConfigError(f"{here}.kwargs.model_path: required with `class` (a hub id or a local checkpoint folder)")
+    _check_model_kwargs(kwargs, MODEL_CLASSES[entry["class"]], here)
     return ModelSpec(entry["name"], kwargs, entry["class"])
+
+
+def _check_model_kwargs(kwargs: dict[str, Any], cls: type, here: str) -> None:
+    allowed = constructor_options(cls)
+    for key in kwargs:
+        if key not in allowed:
+            raise ConfigError(f"{here}.kwargs.{key}: unknown option of {cls.__name__}; allowed: {sorted(allowed)}")
+
+
+def constructor_options(cls: type) -> set[str]:
+    """The keyword options `cls(...)` accepts: its `__init__` parameters and those its `**kwargs` pass up the MRO."""
+    options: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        options |= {p.name for p in parameters if p.kind in named and p.name != "self"}
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return options
+
+
+def registry_class(name: str) -> type:
+    """The adapter class behind a registry name (a tiny entry names it as its first argument)."""
+    entry = supported_models[name]
+    return entry.func if isinstance(entry.func, type) else entry.args[0]
 
 
 def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
@@ -160,12 +192,27 @@ def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_config(raw, str(path))

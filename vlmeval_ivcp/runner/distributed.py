@@ -7,6 +7,7 @@ with no process group at all. The group uses NCCL when CUDA is available and glo
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -68,6 +69,14 @@ def init_ranks() -> Ranks:
             torch.cuda.set_device(ranks.local_rank)
         dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
     return ranks
+
+
+def launch_token(ranks: Ranks) -> str:
+    """A random token shared by every rank of this launch (rank 0's), which tells its processes from others'."""
+    token = [uuid.uuid4().hex]
+    if ranks.world_size > 1:
+        dist.broadcast_object_list(token, src=0)
+    return token[0]
 
 
 def close_ranks() -> None:

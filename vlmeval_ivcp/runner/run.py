@@ -8,29 +8,34 @@ rank r first appends to `<model>_<dataset>.rank<r>.jsonl`; rank 0 merges those a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import platform
-import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 import transformers
+from PIL import Image
 from tqdm import tqdm
 
 from .. import __version__
+from ..datasets.base import present
 from ..datasets.demo import DEMO_MCQ_NAME, write_demo_mcq
 from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
-from ..datasets.tsv import atomic_write_bytes, lmu_root
+from ..datasets.tsv import atomic_write_bytes, lmu_root, tsv_path
 from ..models.registry import MODEL_CLASSES, build_model, has_random_weights
 from .config import ModelSpec, RunConfig, RunPoint
-from .distributed import Ranks, close_ranks, init_ranks, rank_model_kwargs
-from .store import PredictionStore, merge_shards, normalize_index, shard_indices
+from ..locking import RunFolderLock
+from .distributed import Ranks, close_ranks, init_ranks, launch_token, rank_model_kwargs
+from .provenance import Provenance, git_commit, row_digests, set_aside
+from .store import PredictionStore, merge_shards, normalize_index, shard_indices, stored_records
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +55,6 @@ ROW_STATS = (
     "prefill_flops",
     "prefill_flops_unpruned",
 )
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -83,37 +80,94 @@ def _shard_files(stem: Path) -> list[Path]:
 
 
 def infer_dataset(
-    wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str, limit: int | None = None
+    wrapper: Any,
+    dataset: Any,
+    stem: Path,
+    ranks: Ranks,
+    desc: str,
+    limit: int | None = None,
+    provenance: Provenance | None = None,
 ) -> int:
     """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), then waits for every
     rank to finish its share. Returns how many rows this rank answered.
 
     A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
     Rows already in any of these files (from an earlier, killed or `limit`ed run of any world size) are skipped.
+    With `provenance`, each row records what shaped it, and finished rows made otherwise are refused or set aside
+    (`Provenance.check`).
+
+    Raises:
+        MixedSettingsError: finished rows were made with other settings or TSV rows (policy `refuse`).
     """
     done: dict[Any, dict] = {}
     for path in prediction_files(stem):
         done.update(PredictionStore(path).done())
+    indices = dataset.data["index"].tolist()
+    digests = dict(zip(map(normalize_index, indices), row_digests(dataset.data))) if provenance else {}
+    if provenance is not None and provenance.check(done, digests, Path(f"{stem}.jsonl")):
+        ranks.barrier()  # every rank has read the files before rank 0 moves them
+        if ranks.is_main:
+            set_aside([*prediction_files(stem), Path(f"{stem}.tsv"), Path(f"{stem}_score.json")])
+        done = {}
     ranks.barrier()  # every rank has read (and trimmed) the files before any rank appends to them
     own = Path(f"{stem}.jsonl") if ranks.world_size == 1 else Path(f"{stem}.rank{ranks.rank}.jsonl")
     store = PredictionStore(own)
-    indices = dataset.data["index"].tolist()
     positions = shard_indices(range(len(indices)), ranks.rank, ranks.world_size)
     pending = [position for position in positions if normalize_index(indices[position]) not in done]
     if limit is not None:
         # Spread over the dataset, which is often ordered by category: a fairer sample of the per-row time.
         pending = [pending[i * len(pending) // limit] for i in range(min(limit, len(pending)))]
     for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
-        message = dataset.message(position, wrapper)  # the first call decodes the dataset's images: a one-time cost
-        started = time.perf_counter()
-        prediction = wrapper.generate(message, dataset=dataset.name)
+        with row_context(dataset, indices[position]):
+            message = dataset.message(position, wrapper)  # the first call decodes the dataset's images: a one-time cost
+            started = time.perf_counter()
+            prediction = wrapper.generate(message, dataset=dataset.name)
         stats = wrapper.stats
         record = {"index": indices[position], "prediction": prediction}
         # Wall time of the answer, image loading and processing included: what `--plan` extrapolates from.
         record["row_seconds"] = time.perf_counter() - started
-        store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
+        made = provenance.fields(digests[normalize_index(indices[position])]) if provenance else {}
+        store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}, **made})
     ranks.barrier()  # every shard is complete before rank 0 merges them
     return len(pending)
+
+
+@contextlib.contextmanager
+def row_context(dataset: Any, index: Any) -> Iterator[None]:
+    """Names the dataset, its TSV and the row in an error raised while answering that row (a bad image, say).
+
+    The run stops there rather than recording the row as failed: a failed row would be scored as a wrong answer and
+    a fixed TSV would not be retried. The finished rows are kept, so fixing the row and re-running resumes.
+    """
+    where = f"{dataset.name} ({tsv_path(dataset.name, dataset.root)}) row index {index}"
+    try:
+        yield
+    except OSError as error:  # keeps its kind: a missing file is the input's fault, a full disk the machine's
+        raise OSError(error.errno, f"{where}: {error}") from error
+    except (ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{where}: {error}") from error
+
+
+def score_dataset(dataset: Any, table: pd.DataFrame, judge: Any) -> dict[str, Any]:
+    """`dataset.evaluate(table)`, after checking that every row has a gold `answer` when the benchmark has that column.
+
+    Raises:
+        ValueError: rows without an answer (an empty cell, or a truncated last line), or an error of the scoring
+            itself; the message names the dataset and its TSV.
+    """
+    tsv = tsv_path(dataset.name, dataset.root)
+    if "answer" in table.columns:
+        empty = [index for index, answer in zip(table["index"], table["answer"], strict=True) if not present(answer)]
+        if empty:
+            raise ValueError(
+                f"{tsv}: {len(empty)} row(s) have no gold answer (an empty cell, or a truncated last line), e.g. "
+                f"index {empty[:5]}; fix the file, then score again with --mode eval"
+            )
+    try:
+        return dataset.evaluate(table, judge=judge)
+    except (KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ValueError(f"{dataset.name} ({tsv}): {message}") from error
 
 
 def merge_predictions(stem: Path, indices: list[Any]) -> None:
@@ -174,21 +228,34 @@ def _build_dataset(name: str, root: str | None, wrapper: Any) -> Any:
 
 def run_point(
     wrapper: Any,
-    model_name: str,
+    model: ModelSpec,
     point: RunPoint,
     config: RunConfig,
     ranks: Ranks,
     mode: str = "all",
     judge: Any = None,
     limit: int | None = None,
+    resume: str = "refuse",
+    launch: str = "",
 ) -> dict | None:
     """One grid point over every dataset; returns its summary row on rank 0 (`None` on the other ranks).
 
     `wrapper` is `None` in `eval` mode, which only scores stored predictions. With `limit`, at most that many rows of
-    each dataset are answered (per rank) and nothing is merged, scored or written to `run.json`.
+    each dataset are answered (per rank) and nothing is merged, scored or written to `run.json`. `resume` is the
+    policy for finished rows made with other settings (`provenance.POLICIES`). The run folder is locked for
+    launch `launch` while this runs (`RunFolderLock`).
+
+    Raises:
+        RunFolderBusy: a live process of another launch is writing the run folder.
     """
-    run_dir = Path(config.work_dir) / model_name / point.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(config.work_dir) / model.name / point.name
+    with RunFolderLock(run_dir, launch):
+        return _run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume, run_dir)
+
+
+def _run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume, run_dir) -> dict | None:
+    model_name = model.name
+    settings: dict[str, str] = {}
     if wrapper is not None:
         wrapper.set_method(point.method, **point.options)
     started = time.perf_counter()
@@ -202,7 +269,11 @@ def run_point(
         dataset = _build_dataset(name, config.data_root, wrapper)
         stem = prediction_stem(config.work_dir, model_name, point.name, name)
         if mode in ("all", "infer"):
-            costs["answered"] += infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit)
+            provenance = Provenance.of(model, point, name, resume)
+            settings[name] = provenance.hash
+            if ranks.is_main:
+                provenance.record(run_dir)
+            costs["answered"] += infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit, provenance)
         if not ranks.is_main or limit is not None:
             continue
         indices = dataset.data["index"].tolist()
@@ -215,10 +286,10 @@ def run_point(
         for key in SUMMED_COSTS:
             costs[key] += float(table[key].sum())
         if mode in ("all", "eval"):
-            scores[name] = dataset.evaluate(table, judge=judge)
-            reference = Path(config.work_dir) / model_name / "none" / f"{model_name}_{name}.tsv"
-            if point.method != "none" and reference.is_file():
-                scores[name]["loyalty"] = loyalty(table, pd.read_csv(reference, sep="\t"))
+            scores[name] = score_dataset(dataset, table, judge)
+            reference = prediction_stem(config.work_dir, model_name, "none", name)
+            if point.method != "none" and Path(f"{reference}.jsonl").is_file():
+                scores[name]["loyalty"] = loyalty_to_reference(table, reference)
             _write_json(Path(f"{stem}_score.json"), scores[name])
     if not ranks.is_main:
         return None
@@ -248,14 +319,27 @@ def run_point(
                 "transformers": transformers.__version__,
                 "python": platform.python_version(),
             },
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "seed": point.options.get("seed", 0),
+            "settings": settings,
         },
     )
     return summary
 
 
-def run(config: RunConfig, mode: str = "all", judge: Any = None, limit: int | None = None) -> list[dict]:
+def loyalty_to_reference(table: pd.DataFrame, reference_stem: Path) -> dict[str, Any]:
+    """Loyalty of `table` to the unpruned run's predictions, read from its jsonl as the text they are: its TSV read
+    back would turn replies such as "None" or "NA" into NaN and an index such as "001" into 1."""
+    records = stored_records(f"{reference_stem}.jsonl")
+    reference = pd.DataFrame(
+        {"index": [normalize_index(r["index"]) for r in records], "prediction": [r["prediction"] for r in records]}
+    )
+    return loyalty(table, reference)
+
+
+def run(
+    config: RunConfig, mode: str = "all", judge: Any = None, limit: int | None = None, resume: str = "refuse"
+) -> list[dict]:
     """Runs every model × grid point; returns one summary per run, in order, on rank 0 (an empty list elsewhere).
 
     Args:
@@ -265,6 +349,8 @@ def run(config: RunConfig, mode: str = "all", judge: Any = None, limit: int | No
         judge (`Judge`, *optional*): grader for the free-form answers; `None` scores by exact matching only.
         limit (`int`, *optional*): answer at most this many new rows of each dataset per run and rank, and score
             nothing: a short timing for `runner.plan`, which a later full run resumes from.
+        resume (`str`): finished rows made with other settings or TSV rows are refused (`"refuse"`), set aside for
+            a fresh start (`"rerun"`) or kept (`"reuse"`); see `runner.provenance`.
 
     Raises:
         ValueError: `mode` is not one of `MODES`, or `limit` is given with `eval` or is below 1.
@@ -279,11 +365,12 @@ def run(config: RunConfig, mode: str = "all", judge: Any = None, limit: int | No
             if not ranks.is_main:
                 return []
             ranks = Ranks()
+        launch = launch_token(ranks)
         summaries = []
         for model in config.models:
             wrapper = None if mode == "eval" else _build_wrapper(model, rank_model_kwargs(model.kwargs, ranks))
             for point in config.points:
-                summary = run_point(wrapper, model.name, point, config, ranks, mode, judge, limit)
+                summary = run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume, launch)
                 if summary is not None:
                     summaries.append(summary)
         return summaries

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 Index = int | str
 T = TypeVar("T")
 
+# Wall times differ between two computations of the same answer; a row stored twice with only these differing (two
+# processes raced on it) is one row.
+TIMING_FIELDS = frozenset({"row_seconds", "select_seconds", "prefill_seconds", "generate_seconds"})
+
 
 def normalize_index(value: Any) -> Index:
     """A row index as stored: an `int` (numpy integers included) or a `str`.
@@ -132,7 +136,9 @@ class PredictionStore:
         died: it is logged as a warning and cut from the file, so that row is simply redone.
 
         Raises:
-            ValueError: a line before the last is corrupt, lacks `index`, or repeats an index (names file and line).
+            ValueError: a line before the last is corrupt, lacks `index`, has an index that is not an int or str, or
+                repeats an index with a different record (timing fields aside; names file and line). A repeat that
+                equals the first apart from `TIMING_FIELDS` is ignored.
         """
         scan = _scan(self.path)
         if scan.torn_line is not None:
@@ -149,10 +155,10 @@ class PredictionStore:
                 os.fsync(handle.fileno())
         records: dict[Index, dict[str, Any]] = {}
         for lineno, record in scan.records:
-            index = normalize_index(record["index"])
-            if index in records:
-                raise ValueError(f"{self.path}:{lineno}: index {index!r} appears a second time")
-            records[index] = record
+            index = _line_index(record, self.path, lineno)
+            if index in records and not same_answer(records[index], record):
+                raise ValueError(f"{self.path}:{lineno}: index {index!r} appears a second time with another answer")
+            records.setdefault(index, record)
         self._records = records
         return dict(records)
 
@@ -185,6 +191,20 @@ class PredictionStore:
         if created:
             _fsync_folder(self.path.parent)  # makes the new file's name itself durable
         self._records[index] = json.loads(line)
+
+
+def same_answer(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two records of a row are equal apart from `TIMING_FIELDS`."""
+    return {k: v for k, v in first.items() if k not in TIMING_FIELDS} == {
+        k: v for k, v in second.items() if k not in TIMING_FIELDS
+    }
+
+
+def _line_index(record: dict[str, Any], path: Path, lineno: int) -> Index:
+    try:
+        return normalize_index(record["index"])
+    except TypeError as error:
+        raise ValueError(f"{path}:{lineno}: {error}") from None
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -227,7 +247,8 @@ def merge_shards(
 
     Raises:
         ValueError: `expected_indices` repeats a value, or some expected index is missing, stored more than once
-            or not expected at all (the message lists a few of each).
+            with different records (a repeat equal apart from `TIMING_FIELDS` is merged into one row) or not
+            expected at all (the message lists a few of each).
     """
     expected = [normalize_index(value) for value in expected_indices]
     repeated = [index for index, count in Counter(expected).items() if count > 1]
@@ -243,8 +264,10 @@ def merge_shards(
         scan = _scan(shard)
         if scan.torn_line is not None:
             logger.warning("%s:%d: ignoring a half-written last line", shard, scan.torn_line)
-        for _, record in scan.records:
-            index = normalize_index(record["index"])
+        for lineno, record in scan.records:
+            index = _line_index(record, shard, lineno)
+            if index in by_index and same_answer(by_index[index], record):
+                continue  # the same answer stored twice (two processes raced on the row): one row
             counts[index] += 1
             by_index[index] = record
     expected_set = set(expected)
@@ -254,7 +277,9 @@ def merge_shards(
         problems.append(f"{len(missing)} missing: {summarize_values(missing)}")
     duplicated = [index for index, count in counts.items() if count > 1]
     if duplicated:
-        problems.append(f"{len(duplicated)} stored more than once: {summarize_values(duplicated)}")
+        problems.append(
+            f"{len(duplicated)} stored more than once with different answers: {summarize_values(duplicated)}"
+        )
     unexpected = [index for index in counts if index not in expected_set]
     if unexpected:
         problems.append(f"{len(unexpected)} not expected: {summarize_values(unexpected)}")

@@ -6,11 +6,20 @@ Each builder writes a complete checkpoint folder (weights, config, tokenizer, im
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ...datasets.tsv import current_umask
+from ...locking import waiting_lock
+
+logger = logging.getLogger(__name__)
 
 # The decoder of every tiny family: hidden 64, 4 heads of 16 (2 KV heads), MLP 128.
 TINY_TEXT_WIDTHS = dict(
@@ -46,11 +55,42 @@ def random_model(model_cls: type, config: Any, seed: int, vision_prefix: str, eo
 TINY_FAMILIES = ("qwen2_5_vl", "llava", "llava_next", "internvl", "deepseek_vl2")
 
 
+# A finished checkpoint folder holds at least these; older releases built in place and could leave a partial one.
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
 def tiny_checkpoint(family: str, cache_dir: str | Path) -> Path:
-    """The tiny checkpoint of `family` under `cache_dir`, built on first use."""
+    """The tiny checkpoint of `family` under `cache_dir`, built on first use.
+
+    The build goes to a temporary folder that is renamed into place when complete, so a killed build leaves no
+    partial checkpoint; concurrent builders (torchrun ranks on an empty cache) wait on a file lock and the later
+    ones find the finished folder. A folder missing any of `CHECKPOINT_FILES` is rebuilt.
+    """
     if family not in TINY_FAMILIES:
         raise KeyError(f"no tiny checkpoint for family {family!r}; known: {sorted(TINY_FAMILIES)}")
-    path = Path(cache_dir) / f"tiny-{family}"
-    if not (path / "config.json").exists():
-        import_module(f"{__name__}.{family}").build(path)
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"tiny-{family}"
+    if _complete(path):
+        return path
+    with waiting_lock(cache_dir / f".tiny-{family}.lock"):
+        if _complete(path):  # another process built it while this one waited
+            return path
+        for leftover in cache_dir.glob(f".tiny-{family}.build-*"):  # from killed builds
+            shutil.rmtree(leftover, ignore_errors=True)
+        if path.exists():
+            logger.warning("%s is incomplete (an interrupted build?); building it again", path)
+            shutil.rmtree(path)
+        staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".tiny-{family}.build-"))
+        try:
+            import_module(f"{__name__}.{family}").build(staging)
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; a cache folder follows the umask
+            os.replace(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return path
+
+
+def _complete(path: Path) -> bool:
+    return all((path / name).is_file() for name in CHECKPOINT_FILES)
+
