@@ -28,6 +28,7 @@ from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
 from ..datasets.tsv import atomic_write_bytes, lmu_root
 from ..models.registry import MODEL_CLASSES, build_model
+from .batching import group_rows
 from .config import ModelSpec, RunConfig, RunPoint
 from .distributed import Ranks, close_ranks, init_ranks, rank_model_kwargs
 from .store import PredictionStore, merge_shards, normalize_index, shard_indices
@@ -45,6 +46,8 @@ ROW_STATS = (
     "kv_cache_bytes",
     "prefill_flops",
     "prefill_flops_unpruned",
+    "batch_size",
+    "decision_margin",
 )
 
 
@@ -79,10 +82,10 @@ def _shard_files(stem: Path) -> list[Path]:
 
 
 def infer_dataset(
-    wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str, limit: int | None = None
+    wrapper: Any, dataset: Any, stem: Path, ranks: Ranks, desc: str, limit: int | None = None, batch_size: int = 1
 ) -> None:
-    """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), then waits for every
-    rank to finish its share.
+    """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), `batch_size` at a
+    time (grouped by size, runner/batching.py), then waits for every rank to finish its share.
 
     A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
     Rows already in any of these files (from an earlier, killed or `limit`ed run of any world size) are skipped.
@@ -99,15 +102,19 @@ def infer_dataset(
     if limit is not None:
         # Spread over the dataset, which is often ordered by category: a fairer sample of the per-row time.
         pending = [pending[i * len(pending) // limit] for i in range(min(limit, len(pending)))]
-    for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
-        message = dataset.message(position)  # the first call decodes the dataset's images: a one-time cost
+    messages = [dataset.message(position) for position in pending]  # the first decodes the images: once
+    progress = tqdm(total=len(pending), desc=desc, unit="row", disable=not pending or not ranks.is_main)
+    for batch in group_rows(pending, messages, batch_size):
         started = time.perf_counter()
-        prediction = wrapper.generate(message, dataset=dataset.name)
-        stats = wrapper.stats
-        record = {"index": indices[position], "prediction": prediction}
-        # Wall time of the answer, image loading and processing included: what `--plan` extrapolates from.
-        record["row_seconds"] = time.perf_counter() - started
-        store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
+        predictions = wrapper.generate_batch([messages[item] for item in batch], dataset=dataset.name)
+        # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
+        # extrapolates from. A kill loses at most the batch in flight.
+        seconds = (time.perf_counter() - started) / len(batch)
+        for item, prediction, stats in zip(batch, predictions, wrapper.batch_stats, strict=True):
+            record = {"index": indices[pending[item]], "prediction": prediction, "row_seconds": seconds}
+            store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}})
+        progress.update(len(batch))
+    progress.close()
     ranks.barrier()  # every shard is complete before rank 0 merges them
 
 
@@ -176,6 +183,7 @@ def run_point(
     mode: str = "all",
     judge: Any = None,
     limit: int | None = None,
+    batch_size: int = 1,
 ) -> dict | None:
     """One grid point over every dataset; returns its summary row on rank 0 (`None` on the other ranks).
 
@@ -196,7 +204,7 @@ def run_point(
         dataset = _build_dataset(name, config.data_root, wrapper)
         stem = prediction_stem(config.work_dir, model_name, point.name, name)
         if mode in ("all", "infer"):
-            infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit)
+            infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit, batch_size)
         if not ranks.is_main or limit is not None:
             continue
         indices = dataset.data["index"].tolist()
@@ -272,7 +280,7 @@ def run(config: RunConfig, mode: str = "all", judge: Any = None, limit: int | No
         for model in config.models:
             wrapper = None if mode == "eval" else _build_wrapper(model, rank_model_kwargs(model.kwargs, ranks))
             for point in config.points:
-                summary = run_point(wrapper, model.name, point, config, ranks, mode, judge, limit)
+                summary = run_point(wrapper, model.name, point, config, ranks, mode, judge, limit, model.batch_size)
                 if summary is not None:
                     summaries.append(summary)
         return summaries
