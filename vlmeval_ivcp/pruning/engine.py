@@ -268,7 +268,7 @@ class Pruner:
         hidden = state.held_hidden[0]
         if hidden is not None:  # a ragged batch's fillers in layer 0's cache
             total = hidden.shape[1] + state.generated + 1
-            mask = kwargs.get("attention_mask") if mask is not None else None
+            mask = kwargs.get("attention_mask")
             mask = torch.ones(hidden.shape[0], total, dtype=torch.long, device=hidden.device) if mask is None else mask
             kwargs = dict(kwargs, attention_mask=mask.masked_fill(_pad_columns(hidden, total).to(mask.device), 0))
         return kwargs
