@@ -61,6 +61,23 @@ def family_inputs(
     return inputs, layouts
 
 
+def ragged_inputs(
+    wrapper: PrunedVLM, questions: list[str], sizes: list[list[tuple[int, int]]], seed: int = 0
+) -> tuple[dict[str, torch.Tensor], list | None, list[tuple[dict[str, torch.Tensor], list | None]]]:
+    """A left-padded batch whose row `r` asks `questions[r]` about one random picture of each size in `sizes[r]`
+    (rows with different image sizes and counts), and each row encoded alone. Returns the batch inputs, its image
+    layouts, and per row its own `(inputs, layouts)`."""
+    prompts = [wrapper.chat_prompt(len(row), question) for row, question in zip(sizes, questions, strict=True)]
+    pictures = [[picture(seed + 7 * row + index, size) for index, size in enumerate(row_sizes)]
+                for row, row_sizes in enumerate(sizes)]
+    inputs = wrapper.encode(prompts, [image for row in pictures for image in row])
+    alone = []
+    for prompt, row_pictures in zip(prompts, pictures):
+        row_inputs = wrapper.encode([prompt], row_pictures)
+        alone.append((row_inputs, row_inputs.pop("image_layouts", None)))
+    return inputs, inputs.pop("image_layouts", None), alone
+
+
 def qwen_inputs(wrapper: PrunedVLM, questions: list[str], seed: int = 0) -> dict[str, torch.Tensor]:
     """Qwen2.5-VL: one random 112x112 picture per question (16 visual tokens each)."""
     return family_inputs(wrapper, questions, seed)[0]

@@ -43,6 +43,34 @@ def kv_cache_bytes(cache: Any) -> int:
     return total
 
 
+def kv_bytes_per_token(cache: Any) -> list[int]:
+    """Per layer, the bytes of keys and values one token of one row takes in a transformers cache (0 where a layer
+    holds nothing)."""
+    widths = []
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or keys.numel() == 0:
+            widths.append(0)
+            continue
+        per_row_token = keys.shape[0] * keys.shape[2]
+        widths.append((keys.numel() * keys.element_size() + values.numel() * values.element_size()) // per_row_token)
+    return widths
+
+
+def row_kv_cache_bytes(per_token: Sequence[int], lengths: Sequence[int]) -> int:
+    """KV bytes of one row of a batch whose cache layer i holds `lengths[i]` of its own tokens (no padding): what
+    `kv_cache_bytes` reads at batch size 1.
+
+    Args:
+        per_token (`Sequence[int]`): `kv_bytes_per_token(cache)`.
+        lengths (`Sequence[int]`): the row's tokens per layer (`PrefillRecord.row_cache_lengths[row]`, or its prompt
+            length in every layer unpruned).
+    """
+    if len(per_token) != len(lengths):
+        raise ValueError(f"{len(lengths)} layer lengths for a cache of {len(per_token)} layers")
+    return sum(width * length for width, length in zip(per_token, lengths))
+
+
 @dataclass(frozen=True)
 class DecoderWidths:
     """The widths of one decoder layer that its FLOPs depend on."""

@@ -1,7 +1,8 @@
 """The VLMEvalKit-style model wrapper every family adapter builds on.
 
 A wrapper loads a stock transformers checkpoint, optionally attaches a pruning method (by name, ratio, layer), and
-answers `generate(message, dataset=None) -> str` greedily, one message at a time, as VLMEvalKit calls it.
+answers `generate(message, dataset=None) -> str` greedily, one message at a time, as VLMEvalKit calls it, or
+`generate_batch(messages, dataset=None) -> list[str]` several at once (left-padded, through the same path).
 """
 
 from __future__ import annotations
@@ -13,9 +14,15 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from ..evaluation.efficiency import FirstTokenTimer, kv_cache_bytes, prefill_flops, pruned_layer_lengths
+from ..evaluation.efficiency import (
+    FirstTokenTimer,
+    kv_bytes_per_token,
+    prefill_flops,
+    pruned_layer_lengths,
+    row_kv_cache_bytes,
+)
 from ..pruning import Pruner, prune
 from .prompts import CustomPrompts, dataset_type
 
@@ -32,7 +39,13 @@ DTYPES = {
 
 @dataclass
 class GenerationStats:
-    """What the last `generate` call cost (filled by the wrapper, read by the runner)."""
+    """What one answer cost (filled by the wrapper, read by the runner).
+
+    Token counts, KV bytes and FLOPs are the row's own (as at batch size 1: no padding); `prefill_seconds` (time to
+    first token) and `generate_seconds` are those of the whole batch of `batch_size` rows it was answered in;
+    `select_seconds` is the batch's selection time shared equally among its rows. `decision_margin` is the smallest
+    gap between the two highest logits over the row's greedy steps (how close a step came to another token).
+    """
 
     prompt_tokens: int = 0
     visual_tokens: int = 0
@@ -45,6 +58,24 @@ class GenerationStats:
     prefill_flops: int = 0
     prefill_flops_unpruned: int = 0
     kept_visual: list[int] = field(default_factory=list)
+    batch_size: int = 1
+    decision_margin: float = float("inf")
+
+
+class MarginTracker(LogitsProcessor):
+    """Notes, per greedy step, the gap between each row's two highest (processed) logits; changes nothing."""
+
+    def __init__(self) -> None:
+        self.margins: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top = scores.float().topk(2, dim=-1).values
+        self.margins.append((top[:, 0] - top[:, 1]).cpu())
+        return scores
+
+    def smallest(self, row: int, steps: int) -> float:
+        """The row's smallest margin over its first `steps` steps."""
+        return min((float(margin[row]) for margin in self.margins[:steps]), default=float("inf"))
 
 
 def split_message(message: Message) -> tuple[list[str], list[str]]:
@@ -192,9 +223,16 @@ class PrunedVLM(ABC):
 
     def build_inputs(self, message: Message, dataset: str | None) -> dict[str, Any]:
         """Turn one VLMEvalKit message into model inputs (the family's chat format, images first)."""
-        image_paths, texts = split_message(message)
-        images = [self.load_image(path, dataset) for path in image_paths]
-        return self.encode([self.chat_prompt(len(images), "\n".join(texts))], images, dataset)
+        return self.build_batch_inputs([message], dataset)
+
+    def build_batch_inputs(self, messages: list[Message], dataset: str | None) -> dict[str, Any]:
+        """Turn VLMEvalKit messages into one left-padded batch of model inputs."""
+        prompts, images = [], []
+        for message in messages:
+            image_paths, texts = split_message(message)
+            images += [self.load_image(path, dataset) for path in image_paths]
+            prompts.append(self.chat_prompt(len(image_paths), "\n".join(texts)))
+        return self.encode(prompts, images, dataset)
 
     def load_image(self, path: str, dataset: str | None) -> Image.Image:
         """One picture of a message, as the family's VLMEvalKit class reads it (RGB by default)."""
@@ -207,55 +245,78 @@ class PrunedVLM(ABC):
     def device(self) -> torch.device:
         return self.model.device
 
-    @torch.inference_mode()
     def generate(self, message: Message, dataset: str | None = None) -> str:
-        inputs = self.build_inputs(message, dataset)
+        """Answer one message greedily (VLMEvalKit's interface); `stats` holds what it cost."""
+        return self.generate_batch([message], dataset)[0]
+
+    @torch.inference_mode()
+    def generate_batch(self, messages: list[Message], dataset: str | None = None) -> list[str]:
+        """Answer several messages greedily in one left-padded batch; `batch_stats` holds each row's costs (and
+        `stats` the first row's). Rows may keep different numbers of tokens (docs/engine.md, ragged batches)."""
+        inputs = self.build_batch_inputs(messages, dataset)
         layouts = inputs.pop("image_layouts", None)
         if self.pruner is not None:
             self.pruner.set_image_layouts(layouts)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         prompt_len = inputs["input_ids"].shape[1]
-        prefill_kv: list[int] = []
+        row_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        prefill_cache: list[Any] = []
         # The top-level forward returns after the engine's hooks, so the cache is already trimmed; the first call is
-        # the prefill.
+        # the prefill. Its per-token widths are read now: decoding grows the same tensors afterwards.
         probe = self.model.register_forward_hook(
-            lambda module, args, kwargs, out: None if prefill_kv else prefill_kv.append(
-                kv_cache_bytes(out.cache)),
+            lambda module, args, kwargs, out: None if prefill_cache else prefill_cache.append(
+                kv_bytes_per_token(out.cache)),
             with_kwargs=True,
         )
-        timer = FirstTokenTimer()
+        timer, margins = FirstTokenTimer(), MarginTracker()
         start = time.perf_counter()
         try:
             output = self.model.generate(
-                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, streamer=timer
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, streamer=timer,
+                logits_processor=LogitsProcessorList([margins]),
             )
         finally:
             probe.remove()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        new_tokens = output[0, prompt_len:]
-        image_id = self.model.config.image_token_id
-        n_visual = int((inputs["input_ids"] == image_id).sum())
+        seconds = time.perf_counter() - start
         record = self.pruner.last if self.pruner is not None else None
-        kept = record.kept[0].tolist() if record is not None else list(range(n_visual))
         n_layers = self.model.config.get_text_config().num_hidden_layers
-        unpruned = [prompt_len] * n_layers
-        computed = (
-            pruned_layer_lengths(record, self.pruner.config.cuts(), prompt_len, n_layers)
-            if record is not None
-            else unpruned
-        )
-        self.stats = GenerationStats(
-            prompt_tokens=prompt_len,
-            visual_tokens=n_visual,
-            kept_visual_tokens=len(kept),
-            new_tokens=int(new_tokens.numel()),
-            select_seconds=record.select_seconds if record is not None else 0.0,
-            prefill_seconds=timer.seconds,
-            generate_seconds=time.perf_counter() - start,
-            kv_cache_bytes=prefill_kv[0],
-            prefill_flops=prefill_flops(self.model.config, computed),
-            prefill_flops_unpruned=prefill_flops(self.model.config, unpruned),
-            kept_visual=kept,
-        )
-        return self.decode(new_tokens)
+        visual = (inputs["input_ids"] == self.model.config.image_token_id).sum(dim=1).tolist()
+        answers, self.batch_stats = [], []
+        for row, (length, n_visual) in enumerate(zip(row_lengths, visual)):
+            new_tokens = self._answer_tokens(output[row, prompt_len:])
+            kept = record.kept[row].tolist() if record is not None else list(range(n_visual))
+            unpruned = [length] * n_layers
+            computed = (  # the row's own lengths: its batch padding is not its cost
+                pruned_layer_lengths(record, self.pruner.config.cuts(), length, n_layers, row)
+                if record is not None
+                else unpruned
+            )
+            self.batch_stats.append(GenerationStats(
+                prompt_tokens=length,
+                visual_tokens=n_visual,
+                kept_visual_tokens=len(kept),
+                new_tokens=int(new_tokens.numel()),
+                select_seconds=record.select_seconds / len(messages) if record is not None else 0.0,
+                prefill_seconds=timer.seconds,
+                generate_seconds=seconds,
+                kv_cache_bytes=row_kv_cache_bytes(
+                    prefill_cache[0], record.row_cache_lengths[row] if record is not None else unpruned
+                ),
+                prefill_flops=prefill_flops(self.model.config, computed),
+                prefill_flops_unpruned=prefill_flops(self.model.config, unpruned),
+                kept_visual=kept,
+                batch_size=len(messages),
+                decision_margin=margins.smallest(row, int(new_tokens.numel())),
+            ))
+            answers.append(self.decode(new_tokens))
+        self.stats = self.batch_stats[0]
+        return answers
+
+    def _answer_tokens(self, generated: torch.Tensor) -> torch.Tensor:
+        """A row's new tokens up to its first end token (a batch pads rows that finished early)."""
+        ends = self.model.generation_config.eos_token_id
+        ends = [ends] if isinstance(ends, int) else list(ends or [])
+        stop = torch.isin(generated, torch.tensor(ends, device=generated.device)).nonzero()
+        return generated[: int(stop[0]) + 1] if len(stop) else generated

@@ -27,7 +27,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from .arch import arch_for, get_submodule, rope_spec
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
-from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
+from .gather import decode_columns, gather_mask, gather_positions, gather_seq, hide_keys, position_in
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
 from .layout import ImageLayout
 from .registry import MethodSpec, get_method, make_config, method_of_config
@@ -151,6 +151,11 @@ class Pruner:
             raise ValueError(
                 "pruning needs `input_ids` at prefill to locate the image tokens (got inputs_embeds only)"
             )
+        if self.method.single_row and input_ids.shape[0] > 1:
+            raise ValueError(
+                f"method {self.method.name!r} selects over a whole batch at once (registered single_row=True): "
+                f"give it one prompt at a time, not a batch of {input_ids.shape[0]}"
+            )
         visual_mask = input_ids == self._image_token_id
         for row, count in enumerate(visual_mask.sum(dim=1).tolist()):
             if count == 0:
@@ -223,6 +228,7 @@ class Pruner:
             state.record.layouts = state.layouts
         full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
         state.base_keep = state.keep = full
+        state.base_live = state.live = torch.ones_like(full, dtype=torch.bool)
         if self._cuts[0].layer != 0:
             return None
         rel = select_cut(state, self._cuts[0], embeds, {}, self.method, self.config, self._rope)
@@ -232,8 +238,9 @@ class Pruner:
         kwargs["position_ids"] = gather_positions(kwargs["position_ids"], rel)
         mask = kwargs.get("attention_mask")
         # An explicit all-ones mask keeps transformers from reading gaps in the positions as packed sequences.
-        kwargs["attention_mask"] = torch.ones_like(rel) if mask is None else gather_seq(mask, rel)
-        state.base_keep = state.keep
+        mask = torch.ones_like(rel) if mask is None else gather_seq(mask, rel)
+        kwargs["attention_mask"] = mask.masked_fill(~state.live.to(mask.device), 0)  # a ragged batch's fillers
+        state.base_keep, state.base_live = state.keep, state.live
         return args, kwargs
 
     def _decode_text_kwargs(self, state: PromptState, kwargs: dict) -> dict:
@@ -260,6 +267,12 @@ class Pruner:
                 )
             cols = decode_columns(state.held[0], state.prompt_len, mask.shape[1])
             kwargs = dict(kwargs, attention_mask=gather_seq(mask, cols))
+        hidden = state.held_hidden[0]
+        if hidden is not None:  # a ragged batch's fillers in layer 0's cache
+            total = hidden.shape[1] + state.generated + 1
+            mask = kwargs.get("attention_mask")
+            mask = torch.ones(hidden.shape[0], total, dtype=torch.long, device=hidden.device) if mask is None else mask
+            kwargs = dict(kwargs, attention_mask=mask.masked_fill(_pad_columns(hidden, total).to(mask.device), 0))
         return kwargs
 
     def _layer_hook(self, index: int):
@@ -278,15 +291,16 @@ class Pruner:
                 )
                 state.captured = {}
                 args = (gather_seq(hidden, rel),) + args[1:]
-                state.stage_kwargs = self._gather_layer_kwargs(state, kwargs)
+                state.stage_kwargs = self._gather_layer_kwargs(state, kwargs, hidden.dtype)
             if state.stage_kwargs is None:
                 return None
             return args, dict(kwargs, **state.stage_kwargs)
 
         return hook
 
-    def _gather_layer_kwargs(self, state: PromptState, kwargs: dict) -> dict[str, Any]:
-        """The layer inputs that depend on the sequence, restricted to the tokens alive now."""
+    def _gather_layer_kwargs(self, state: PromptState, kwargs: dict, dtype: torch.dtype) -> dict[str, Any]:
+        """The layer inputs that depend on the sequence, restricted to the tokens alive now (a ragged batch's fillers
+        hidden in the mask)."""
         rel = position_in(state.keep, state.base_keep)
         gathered: dict[str, Any] = {}
         tables = kwargs.get("position_embeddings")
@@ -302,18 +316,26 @@ class Pruner:
         if "attention_mask" in kwargs:
             mask = kwargs["attention_mask"]
             gathered["attention_mask"] = gather_mask(mask, rel if mask is not None and mask.dim() == 4 else None, rel)
+        if not bool(state.live.all()):
+            mask = gathered.get("attention_mask")
+            gathered["attention_mask"] = hide_keys(mask, ~state.live, rel.shape[1], self._attention, dtype)
         return gathered
 
     def _decode_layer_kwargs(self, state: PromptState, index: int, args: tuple, kwargs: dict):
-        assert state.held_in_first is not None
-        cols_in_first = state.held_in_first[index]
+        assert state.held_in_first is not None and state.held_hidden is not None
+        cols_in_first, hidden = state.held_in_first[index], state.held_hidden[index]
         mask = kwargs.get("attention_mask")
-        if cols_in_first is None or mask is None:
-            return None
-        first_len = state.held[0].shape[1]
-        generated = torch.arange(first_len, mask.shape[-1], device=cols_in_first.device)
-        cols = torch.cat([cols_in_first, generated.expand(cols_in_first.shape[0], -1)], dim=1)
-        return args, dict(kwargs, attention_mask=gather_mask(mask, None, cols))
+        if cols_in_first is not None and mask is not None:
+            first_len = state.held[0].shape[1]
+            generated = torch.arange(first_len, mask.shape[-1], device=cols_in_first.device)
+            cols = torch.cat([cols_in_first, generated.expand(cols_in_first.shape[0], -1)], dim=1)
+            mask = gather_mask(mask, None, cols)
+        elif index == 0 or cols_in_first is None and hidden is None:
+            return None  # layer 0's own set: its mask already hides its fillers
+        if hidden is not None:
+            total = hidden.shape[1] + state.generated + 1
+            mask = hide_keys(mask, _pad_columns(hidden, total), 1, self._attention, args[0].dtype)
+        return args, dict(kwargs, attention_mask=mask)
 
     def _after_text_model(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         state = self._state
@@ -326,12 +348,14 @@ class Pruner:
 
     def _finish_prefill(self, state: PromptState, cache: Any) -> None:
         # Which prompt positions each layer saw: the text model's input, then each in-LLM cut's survivors.
-        in_llm_keeps = iter(state.stage_keeps[1:] if self._cuts[0].layer == 0 else state.stage_keeps)
-        held, current = [], state.base_keep
+        first = 1 if self._cuts[0].layer == 0 else 0
+        in_llm_keeps = iter(zip(state.stage_keeps[first:], state.stage_lives[first:], strict=True))
+        held, held_live, current = [], [], (state.base_keep, state.base_live)
         for index in range(len(self._layers)):
             if index in self._cut_at:
                 current = next(in_llm_keeps)
-            held.append(current)
+            held.append(current[0])
+            held_live.append(current[1])
         final = state.keep
         if self.config.cache_policy == "all":
             if cache is not None:
@@ -341,18 +365,31 @@ class Pruner:
                         layer = cache.layers[index]
                         layer.keys = gather_seq(layer.keys, rel, dim=2)
                         layer.values = gather_seq(layer.values, rel, dim=2)
-            held = [final] * len(held)
+            held, held_live = [final] * len(held), [state.live] * len(held)
         state.held = held
         state.held_in_first = [
             None if layer_keep.shape[1] == held[0].shape[1] else position_in(layer_keep, held[0])
             for layer_keep in held
         ]
+        # Fillers each layer's decode mask must hide beyond what layer 0's (the 2D mask the model builds from) does.
+        state.held_hidden = [
+            None if bool(live.all()) or index > 0 and state.held_in_first[index] is None
+            and torch.equal(live, held_live[0]) else ~live
+            for index, live in enumerate(held_live)
+        ]
         state.stage_kwargs = None
         for tap in self._taps:
             tap.armed = False
         ordinal = state.visual_mask.long().cumsum(dim=1) - 1
-        state.record.kept = [ordinal[row, final[row][state.visual_mask[row, final[row]]]] for row in range(len(final))]
+        live_visual = torch.gather(state.visual_mask.to(final.device), 1, final) & state.live.to(final.device)
+        state.record.kept = [ordinal[row, final[row][live_visual[row]]] for row in range(len(final))]
         state.record.cache_lengths = [layer_keep.shape[1] for layer_keep in held]
+        real = state.real_mask.to(final.device)
+        state.record.row_cache_lengths = [
+            [int((torch.gather(real[row], 0, keep[row]) & live[row]).sum()) for keep, live in zip(held, held_live)]
+            for row in range(len(final))
+        ]
+        state.record.positions, state.record.filler = final, ~state.live
         self.last = state.record
         if cache is None:
             self._state = None  # no cache: the next forward is a fresh prefill
@@ -392,6 +429,11 @@ def _cache_in(kwargs: dict) -> Any:
     """The KV cache a forward was called with: `cache`, or its alias `past_key_values` (deprecated in 5.24, accepted
     by transformers until 5.40; hooks see the name the caller used)."""
     return kwargs["cache"] if kwargs.get("cache") is not None else kwargs.get("past_key_values")
+
+
+def _pad_columns(hidden: torch.Tensor, total: int) -> torch.Tensor:
+    """Hidden prompt columns `[B, n]` extended to `total` key columns: the generated tokens are never hidden."""
+    return torch.cat([hidden, hidden.new_zeros(hidden.shape[0], total - hidden.shape[1])], dim=1)
 
 
 def _is_dynamic(cache: Any) -> bool:

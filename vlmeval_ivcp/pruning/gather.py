@@ -50,6 +50,39 @@ def gather_mask(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torc
     return gather_seq(mask, cols, dim=3)
 
 
+def hide_keys(mask: torch.Tensor | None, hidden: torch.Tensor, queries: int, attention: str,
+              dtype: torch.dtype) -> torch.Tensor:
+    """An attention mask that also hides the key columns `hidden` from every query (a ragged batch's fillers).
+
+    Args:
+        mask: what the layer (or the text model) would get: `Tensor [B, K]` (2D padding mask), `Tensor [B, 1, Q, K]`
+            (bool, or additive float), or `None`: then one is made in the backend's format, causal over the last `Q`
+            of the `K` keys (slots are in original order, so causal over slots is causal over positions).
+        hidden (`BoolTensor [B, K]`): True at the key columns to hide.
+        queries (`int`): Q, the query rows (used only when `mask` is `None`).
+        attention (`str`): the backend, which decides the format of a new mask ("flash_attention_2": 2D).
+        dtype: the additive mask's dtype for `eager`.
+    """
+    hidden = hidden.to(mask.device if mask is not None else hidden.device)
+    if mask is None:
+        batch, keys = hidden.shape
+        if attention == "flash_attention_2":
+            mask = torch.ones(batch, keys, dtype=torch.long, device=hidden.device)
+        else:
+            index = torch.arange(keys, device=hidden.device)
+            causal = index[None, :] <= index[keys - queries:, None]
+            mask = causal[None, None].expand(batch, 1, -1, -1)
+            if attention == "eager":
+                mask = torch.zeros(mask.shape, dtype=dtype, device=hidden.device).masked_fill(
+                    ~mask, torch.finfo(dtype).min
+                )
+    if mask.dim() == 2:
+        return mask.masked_fill(hidden, 0)
+    if mask.dtype == torch.bool:
+        return mask & ~hidden[:, None, None, :]
+    return mask.masked_fill(hidden[:, None, None, :], torch.finfo(mask.dtype).min)
+
+
 def decode_columns(held: torch.Tensor, prompt_len: int, total_len: int) -> torch.Tensor:
     """Key columns of the full (prompt + generated) sequence that a cache holding `held` prompt tokens sees.
 
@@ -62,6 +95,23 @@ def decode_columns(held: torch.Tensor, prompt_len: int, total_len: int) -> torch
     """
     generated = torch.arange(prompt_len, total_len, device=held.device).expand(held.shape[0], -1)
     return torch.cat([held, generated], dim=1)
+
+
+def pad_ragged(alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's alive positions, padded to the longest row's count with its first other positions (fillers).
+
+    Args:
+        alive (`BoolTensor [B, m]`): the tokens each row keeps.
+    Returns:
+        `(keep, live)`: `LongTensor [B, n]` ascending positions per row (n = the most any row keeps) and
+        `BoolTensor [B, n]`, False at the fillers.
+    """
+    counts = alive.sum(dim=1)
+    needed = counts.max() - counts
+    dead = ~alive
+    filler = dead & (dead.long().cumsum(dim=1) <= needed[:, None])
+    keep = (alive | filler).nonzero()[:, 1].view(alive.shape[0], -1)
+    return keep, torch.gather(alive, 1, keep)
 
 
 def position_in(subset: torch.Tensor, superset: torch.Tensor) -> torch.Tensor:

@@ -28,18 +28,21 @@ class MethodSpec:
         select (`SelectFn`): `(context, config) -> Selection`, pure.
         needs (`frozenset[str]`): which optional context fields the engine must fill (subset of `INPUTS`;
             "attention" and "cut_attention" fill `queries`, `keys` and `scaling`).
+        single_row (`bool`): the method cannot choose for each prompt of a batch on its own; the engine refuses
+            batches of more than one prompt for it.
     """
 
     name: str
     config_cls: type[PruneConfig]
     select: SelectFn
     needs: frozenset[str]
+    single_row: bool = False
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, config_cls: type[PruneConfig], needs: tuple[str, ...] = ()):
+def register_method(name: str, config_cls: type[PruneConfig], needs: tuple[str, ...] = (), single_row: bool = False):
     """Decorator registering a selection function under `name`."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"method name must be lowercase snake_case, got {name!r}")
@@ -52,7 +55,7 @@ def register_method(name: str, config_cls: type[PruneConfig], needs: tuple[str, 
         raise ValueError(f"method {name!r} needs unknown inputs {sorted(unknown)}; known: {sorted(INPUTS)}")
 
     def decorator(fn: SelectFn) -> SelectFn:
-        METHODS[name] = MethodSpec(name, config_cls, fn, frozenset(needs))
+        METHODS[name] = MethodSpec(name, config_cls, fn, frozenset(needs), single_row)
         return fn
 
     return decorator

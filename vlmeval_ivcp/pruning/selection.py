@@ -11,7 +11,7 @@ import torch
 
 from .config import Cut, PruneConfig
 from .context import RopeSpec, Selection, SelectionContext
-from .gather import gather_positions
+from .gather import gather_positions, pad_ragged
 from .images import Layouts
 from .layout import ImageLayout
 from .registry import MethodSpec
@@ -23,16 +23,20 @@ def select_cut(
     rope: RopeSpec,
 ) -> torch.Tensor:
     """Choose the kept tokens of every sample at `cut` (each image with its own budget), record the choice in
-    `state`, and return the kept tokens' positions in the current sequence `[B, n]`.
+    `state`, and return the kept tokens' positions in the current sequence `[B, n]`: rows that keep fewer than the
+    longest are padded with fillers (`state.live` False there; docs/engine.md, ragged batches).
 
     Raises:
-        ValueError: the method returned indices outside its image, or the rows of the batch keep different counts.
+        ValueError: the method returned indices outside its image.
     """
     start = clock(hidden)
-    keep = state.keep  # [B, n] prompt positions alive now
-    visual = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device)).to(hidden.device)
-    image_of = torch.gather(state.image_of.to(keep.device), 1, keep).to(hidden.device)
-    real = torch.gather(state.real_mask.to(keep.device), 1, keep).to(hidden.device)
+    keep = state.keep  # [B, n] prompt positions alive now (a ragged batch's fillers included)
+    in_sequence = torch.gather(state.visual_mask, 1, keep.to(state.visual_mask.device)).to(hidden.device)
+    # Fillers (docs/engine.md, ragged batches) were visual tokens: the method sees neither them nor padding.
+    live = state.live.to(hidden.device)
+    visual = in_sequence & live
+    image_of = torch.gather(state.image_of.to(keep.device), 1, keep).to(hidden.device).masked_fill(~live, -1)
+    real = torch.gather(state.real_mask.to(keep.device), 1, keep).to(hidden.device) & live
     # Everything a method reads is on the device of the layer it cuts before (with a `device_map`, the embeddings
     # and the captured layer K-1 may sit on other GPUs).
     positions = gather_positions(state.rope_positions, keep.to(state.rope_positions.device)).to(hidden.device)
@@ -42,8 +46,8 @@ def select_cut(
         visual_index = visual[row].nonzero().flatten()
         # Every image is its own span with its own budget; the text query is what follows the last image.
         sample = dict(
-            query_index=torch.arange(int(visual_index[-1]) + 1, keep.shape[1], device=hidden.device),
-            text_index=(~visual[row] & real[row]).nonzero().flatten(),
+            query_index=torch.arange(int(in_sequence[row].nonzero()[-1]) + 1, keep.shape[1], device=hidden.device),
+            text_index=(~in_sequence[row] & real[row]).nonzero().flatten(),
             key_mask=real[row],
             position_ids=positions[:, row],
             rope=rope,
@@ -69,19 +73,14 @@ def select_cut(
             _check_selection(selection, ctx, method.name)
             parts.append((ctx, selection))
         selection = _merge(parts)
-        alive = ~visual[row]
+        alive = ~in_sequence[row]
         alive[visual_index[selection.keep.to(hidden.device)]] = True
-        rows.append(alive.nonzero().flatten())
+        rows.append(alive)
         selections.append(selection)
-    counts = sorted({len(r) for r in rows})
-    if len(counts) > 1:
-        raise ValueError(
-            f"the rows of this batch keep different numbers of tokens {counts}: their images give different numbers "
-            "of visual tokens, or the method keeps a count that depends on the prompt (e.g. fill=False); batch "
-            "prompts that keep the same count, or run them one at a time"
-        )
-    rel = torch.stack(rows)
+    # Rows that keep fewer tokens than the longest are padded with masked fillers.
+    rel, state.live = pad_ragged(torch.stack(rows))
     state.keep = torch.gather(keep, 1, rel.to(keep.device))
+    state.stage_lives.append(state.live)
     state.record.stages.append(selections)
     state.stage_keeps.append(state.keep)
     state.record.select_seconds += clock(hidden) - start

@@ -26,6 +26,14 @@ class PrefillRecord:
         cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill.
         layouts (`Layouts` or `None`): per sample, the `ImageLayout` of each image (`None` where unknown), for
             drawing the selection (`vlmeval_ivcp.visualize`).
+        cache_lengths (`list[int]`): per layer, prompt tokens its KV cache holds after prefill (slots: left padding
+            and a ragged batch's fillers included, the length of the cache tensors).
+        row_cache_lengths (`list[list[int]]`): per sample, per layer, the prompt tokens its cache really holds
+            (neither left padding nor fillers: what it holds at batch size 1).
+        positions (`LongTensor [B, n]` or `None`): the prompt position of every slot of the sequence the last layers
+            ran on, in the order a forward's logits come out.
+        filler (`BoolTensor [B, n]` or `None`): slots that only pad a row to the batch's longest kept count
+            (docs/engine.md, ragged batches).
     """
 
     n_visual: list[int]
@@ -34,6 +42,9 @@ class PrefillRecord:
     select_seconds: float = 0.0
     cache_lengths: list[int] = field(default_factory=list)
     layouts: Layouts | None = None
+    row_cache_lengths: list[list[int]] = field(default_factory=list)
+    positions: torch.Tensor | None = None
+    filler: torch.Tensor | None = None
 
 
 @dataclass
@@ -48,12 +59,16 @@ class PromptState:
     record: PrefillRecord
     rope_positions: torch.Tensor | None = None  # [A, B, S]
     base_keep: torch.Tensor | None = None  # [B, n] prompt positions the text model ran on
-    keep: torch.Tensor | None = None  # [B, n] prompt positions alive now
+    keep: torch.Tensor | None = None  # [B, n] prompt positions alive now (a ragged batch's fillers included)
+    live: torch.Tensor | None = None  # [B, n] bool, False at the fillers of `keep`
+    base_live: torch.Tensor | None = None  # [B, n] `live` of `base_keep`
     stage_keeps: list[torch.Tensor] = field(default_factory=list)  # prompt positions alive after each cut
+    stage_lives: list[torch.Tensor] = field(default_factory=list)  # `live` after each cut
     stage_kwargs: dict[str, Any] | None = None  # gathered layer kwargs of the current stage
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
     held: list[torch.Tensor] | None = None  # per layer, prompt positions its cache holds
     held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
+    held_hidden: list[torch.Tensor | None] | None = None  # per layer, filler slots layer 0's mask does not hide
     generated: int = 0
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .batching import with_batch_size
 from .config import ConfigError, load_config, parse_config
 from ..evaluation.judge import Judge, JudgeUnreachable, judge_settings
 from ..locking import RunFolderBusy
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="answer only N more rows of each dataset in every run (per rank, spread over the dataset), score "
         "nothing, then print the plan: a quick timing of the whole config, which the full run later resumes from",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="answer N rows at a time, grouped by size (overrides every model entry's batch_size; default: theirs, 1)",
     )
     parser.add_argument(
         "--plan",
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
+        if args.batch_size:
+            config = with_batch_size(config, args.batch_size)
         if args.plan:
             print(format_plan(plan(config)))
             return 0

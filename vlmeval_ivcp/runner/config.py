@@ -5,6 +5,7 @@
     models:
       - name: Qwen2.5-VL-7B-Instruct       # registry name ...
         kwargs: {dtype: bfloat16}          # ... and constructor overrides
+        batch_size: 1                      # rows answered at once (default 1)
     datasets: [MMStar, POPE]
     methods:                               # each entry expands over its list-valued ratio/layer
       - {method: none}
@@ -26,7 +27,7 @@ from ..models.registry import MODEL_CLASSES, supported_models
 from ..pruning.registry import get_method
 
 TOP_LEVEL_KEYS = {"work_dir": str, "data_root": (str, type(None)), "models": list, "datasets": list, "methods": list}
-MODEL_KEYS = {"name": str, "class": str, "kwargs": dict}
+MODEL_KEYS = {"name": str, "class": str, "kwargs": dict, "batch_size": int}
 GRID_KEYS = ("ratio", "layer")
 
 
@@ -37,11 +38,12 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry model (`name`), or an adapter class of `MODEL_CLASSES` (`cls`) with `kwargs` naming its
-    `model_path`, run under `name`."""
+    `model_path`, run under `name`; it answers `batch_size` rows at a time."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     cls: str | None = None
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,14 @@ def expand_methods(entries: list[Any], where: str) -> list[RunPoint]:
 
 
 def _model_spec(entry: dict[str, Any], here: str) -> ModelSpec:
+    spec = _model_entry(entry, here)
+    batch_size = entry.get("batch_size", 1)
+    if batch_size < 1:
+        raise ConfigError(f"{here}.batch_size: must be a whole number >= 1, got {batch_size}")
+    return ModelSpec(spec.name, spec.kwargs, spec.cls, batch_size)
+
+
+def _model_entry(entry: dict[str, Any], here: str) -> ModelSpec:
     kwargs = dict(entry.get("kwargs", {}))
     if "name" not in entry:
         raise ConfigError(f"{here}.name: required (a registry name, or the results name of a `class` entry)")

@@ -31,6 +31,7 @@ from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
 from ..datasets.tsv import atomic_write_bytes, lmu_root, tsv_path
 from ..models.registry import MODEL_CLASSES, build_model, has_random_weights
+from .batching import group_rows
 from .config import ModelSpec, RunConfig, RunPoint
 from ..locking import RunFolderLock
 from .distributed import Ranks, close_ranks, init_ranks, launch_token, rank_model_kwargs
@@ -54,6 +55,8 @@ ROW_STATS = (
     "kv_cache_bytes",
     "prefill_flops",
     "prefill_flops_unpruned",
+    "batch_size",
+    "decision_margin",
 )
 
 
@@ -87,9 +90,11 @@ def infer_dataset(
     desc: str,
     limit: int | None = None,
     provenance: Provenance | None = None,
+    batch_size: int = 1,
 ) -> int:
-    """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), then waits for every
-    rank to finish its share. Returns how many rows this rank answered.
+    """Answers this rank's share of the rows not yet stored (only `limit` of them, spread evenly), `batch_size` at a
+    time (grouped by size, runner/batching.py), then waits for every rank to finish its share. Returns how many rows
+    this rank answered.
 
     A single process appends to `<stem>.jsonl` itself; rank r of a torchrun launch appends to `<stem>.rank<r>.jsonl`.
     Rows already in any of these files (from an earlier, killed or `limit`ed run of any world size) are skipped.
@@ -117,17 +122,25 @@ def infer_dataset(
     if limit is not None:
         # Spread over the dataset, which is often ordered by category: a fairer sample of the per-row time.
         pending = [pending[i * len(pending) // limit] for i in range(min(limit, len(pending)))]
-    for position in tqdm(pending, desc=desc, unit="row", disable=not pending or not ranks.is_main):
+    messages = []
+    for position in pending:  # the first message decodes the dataset's images: a one-time cost
         with row_context(dataset, indices[position]):
-            message = dataset.message(position, wrapper)  # the first call decodes the dataset's images: a one-time cost
-            started = time.perf_counter()
-            prediction = wrapper.generate(message, dataset=dataset.name)
-        stats = wrapper.stats
-        record = {"index": indices[position], "prediction": prediction}
-        # Wall time of the answer, image loading and processing included: what `--plan` extrapolates from.
-        record["row_seconds"] = time.perf_counter() - started
-        made = provenance.fields(digests[normalize_index(indices[position])]) if provenance else {}
-        store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}, **made})
+            messages.append(dataset.message(position, wrapper))
+    progress = tqdm(total=len(pending), desc=desc, unit="row", disable=not pending or not ranks.is_main)
+    for batch in group_rows(pending, messages, batch_size):
+        rows = [indices[pending[item]] for item in batch]
+        started = time.perf_counter()
+        with row_context(dataset, rows[0] if len(rows) == 1 else rows):
+            predictions = wrapper.generate_batch([messages[item] for item in batch], dataset=dataset.name)
+        # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
+        # extrapolates from. A kill loses at most the batch in flight.
+        seconds = (time.perf_counter() - started) / len(batch)
+        for index, prediction, stats in zip(rows, predictions, wrapper.batch_stats, strict=True):
+            record = {"index": index, "prediction": prediction, "row_seconds": seconds}
+            made = provenance.fields(digests[normalize_index(index)]) if provenance else {}
+            store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}, **made})
+        progress.update(len(batch))
+    progress.close()
     ranks.barrier()  # every shard is complete before rank 0 merges them
     return len(pending)
 
@@ -273,7 +286,9 @@ def _run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume,
             settings[name] = provenance.hash
             if ranks.is_main:
                 provenance.record(run_dir)
-            costs["answered"] += infer_dataset(wrapper, dataset, stem, ranks, f"{point.name} {name}", limit, provenance)
+            costs["answered"] += infer_dataset(
+                wrapper, dataset, stem, ranks, f"{point.name} {name}", limit, provenance, model.batch_size
+            )
         if not ranks.is_main or limit is not None:
             continue
         indices = dataset.data["index"].tolist()
