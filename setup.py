@@ -7,6 +7,7 @@ setup(
     "with a VLMEvalKit-style benchmark harness.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["vlmeval_ivcp", "vlmeval_ivcp.*"]),
     package_data={"vlmeval_ivcp": ["assets/*"]},

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from ..evaluation.efficiency import FirstTokenTimer, kv_cache_bytes, prefill_flops, pruned_layer_lengths
 from ..pruning import Pruner, prune
+from .load_error import load_error
 
 Message = list[dict[str, str]]
 
@@ -97,7 +98,10 @@ class PrunedVLM(ABC):
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.model_path = str(model_path)
         self.max_new_tokens = int(max_new_tokens)
-        self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
+        try:
+            self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
+        except OSError as error:  # the hub's and transformers' missing, offline, gated and unreadable checkpoints
+            raise load_error(self.model_path, error) from error
         self.model.eval()
         self.pruner: Pruner | None = None
         self.set_method(method, ratio=ratio, layer=layer, **(method_options or {}))
