@@ -20,6 +20,8 @@ setup(
         "tqdm",
         "openai>=1.0",
         "matplotlib",
+        "tabulate",  # pandas' to_markdown (tools/make_tables.py)
+        "jinja2",  # pandas' Styler.to_latex (tools/make_tables.py)
     ],
     extras_require={
         "gpu": ["flash-attn", "qwen_vl_utils", "accelerate"],
