@@ -7,6 +7,7 @@ setup(
     "with a VLMEvalKit-style benchmark harness.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["vlmeval_ivcp", "vlmeval_ivcp.*"]),
     package_data={"vlmeval_ivcp": ["assets/*"]},
@@ -20,6 +21,8 @@ setup(
         "openai>=1.0",
         "matplotlib",
         "rapidfuzz>=3",
+        "tabulate",  # pandas' to_markdown (tools/make_tables.py)
+        "jinja2",  # pandas' Styler.to_latex (tools/make_tables.py)
     ],
     extras_require={
         "gpu": ["flash-attn", "qwen_vl_utils", "accelerate"],

@@ -74,20 +74,11 @@ else
 fi
 export LMUData
 
+# run.py checks every split's TSV (a missing one names the tools/convert_to_tsv.py command that makes it), the
+# layer against the model's depth and the checkpoint, all before loading the model: one line per problem.
 DATA=()
 for split in $SPLITS; do
-    name="${split}${SUFFIX}"
-    if [[ ! -f "$LMUData/$name.tsv" ]]; then
-        qwen_flag=""
-        [[ "$name" == *_for_qwen25vl ]] && qwen_flag=" --qwen25"
-        annotation="finetune_$(echo "${split%%_*}" | tr '[:upper:]' '[:lower:]')_${split#*_}.json"
-        echo "run_grounding.sh: error: split $name has no TSV: $LMUData/$name.tsv does not exist." >&2
-        echo "  Convert it from the MDETR annotations (LMUData=$LMUData):" >&2
-        echo "  python tools/convert_to_tsv.py --images_folder <coco>/train2014 --annotations_files" \
-            "<mdetr>/$annotation --output_dir $LMUData$qwen_flag" >&2
-        exit 1
-    fi
-    DATA+=("$name")
+    DATA+=("${split}${SUFFIX}")
 done
 if [[ ${#DATA[@]} -eq 0 ]]; then
     echo "run_grounding.sh: error: SPLITS is empty" >&2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmeval_ivcp.runner.cli import build_parser, config_from_args
+from vlmeval_ivcp.runner.cli import build_parser, config_from_args, main
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -50,6 +50,8 @@ def _check(words: list[str]) -> None:
         assert set(words[1:]) <= set(targets), f"no make target {words[1:]}"
     elif "run.py" in words and words[0] in ("python", "torchrun"):
         config_from_args(build_parser().parse_args(_run_py_args(words)))
+    elif words[0] == "vlmeval-ivcp":  # the console script is runner.cli.main
+        assert main(words[1:]) == 0
     elif words[:2] == ["python", "-m"]:
         assert importlib.util.find_spec(words[2]) is not None, f"no module {words[2]}"
     elif words[0] in ("python", "bash") and words[1].startswith(("tools/", "scripts/", "benchmarks/")):

@@ -79,18 +79,23 @@ def test_flags_win_and_ratio_and_layer_reach_the_runner(tmp_path):
     assert score["num_samples"] == 2
 
 
-def test_a_missing_split_names_its_file_and_the_conversion_command(tmp_path):
-    done = run_script({"MODEL": "Qwen2.5-VL-7B-Instruct", "LMUData": str(tmp_path), "WORK_DIR": str(tmp_path / "w")})
-    assert done.returncode == 1
-    assert f"{tmp_path}/RefCOCO_val_for_qwen25vl.tsv does not exist" in done.stderr
-    assert "tools/convert_to_tsv.py" in done.stderr and "finetune_refcoco_val.json" in done.stderr
-    assert "--qwen25" in done.stderr
+def test_every_missing_split_names_its_file_and_the_conversion_command(tmp_path):
+    done = run_script({"MODEL": "Qwen2.5-VL-7B-Instruct", "LMUData": str(tmp_path), "WORK_DIR": str(tmp_path / "w"),
+                       "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
+                      "--method", "ivc_prune", "--layer", "40")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("run.py: error:")]
+    missing = [line for line in errors if "does not exist" in line]
+    assert len(missing) == 8 and f"{tmp_path}/RefCOCO_val_for_qwen25vl.tsv does not exist" in missing[0]
+    assert "tools/convert_to_tsv.py" in missing[0] and "finetune_refcoco_val.json" in missing[0]
+    assert all("--qwen25" in line for line in missing)
+    assert any("layer 40 is not within Qwen2.5-VL-7B-Instruct's 28 decoder layers" in line for line in errors)
     assert not (tmp_path / "w").exists()
 
 
 def test_a_model_of_another_family_reads_the_plain_splits(tmp_path):
-    done = run_script({"MODEL": "InternVL2-8B", "LMUData": str(tmp_path), "SPLITS": "RefCOCO+_testB"})
-    assert done.returncode == 1
+    done = run_script({"MODEL": "llava-1.5-7b-hf", "LMUData": str(tmp_path), "SPLITS": "RefCOCO+_testB"})
+    assert done.returncode == 2
     assert f"{tmp_path}/RefCOCO+_testB.tsv does not exist" in done.stderr
     assert "finetune_refcoco+_testB.json" in done.stderr and "--qwen25" not in done.stderr
 

@@ -74,24 +74,71 @@ def test_hallusionbench_prints_aacc_facc_qacc_beside_its_summary(tmp_path):
     assert row["HallusionBench aAcc"] == pytest.approx(75.0) and row["HallusionBench fAcc"] == pytest.approx(50.0)
     assert row["HallusionBench qAcc"] == pytest.approx(55.0)
     assert row["Avg"] == pytest.approx(50.0), "the three figures are shown, not averaged in again"
-    assert "HallusionBench qAcc" in make_tables.to_markdown(table)
+    assert "HallusionBench qAcc" in make_tables.render(table, "markdown")
 
 
-def test_the_command_writes_markdown_latex_csv_and_one_plot_per_benchmark(results, tmp_path):
+def cells(markdown: str, first: str) -> list[str]:
+    """The cells of the markdown row whose first cells are `first`, stripped."""
+    for line in markdown.splitlines():
+        row = [cell.strip() for cell in line.strip("|").split("|")]
+        if row[: len(first.split())] == first.split():
+            return row
+    raise AssertionError(f"no row {first!r} in\n{markdown}")
+
+
+def test_the_command_writes_markdown_latex_csv_and_the_plots_of_each_model(results, tmp_path):
     out = tmp_path / "tables"
     assert make_tables.main([str(results), "--out", str(out)]) == 0
     markdown = (out / "results.md").read_text()
-    half = "| Qwen2.5-VL-7B-Instruct | ivc_prune | 0.5 | 16 | 78.0 | 58.0 | 68.0 | 97.1 | 50.5 | 2.0 | 100.0 |"
-    assert half in markdown
-    assert "| Qwen2.5-VL-7B-Instruct | fastv | 0.5 | 2 | - | 40.0 | - | - |" in markdown
+    # Best pruned values are bold per column (fastv has no MME, so ivc_prune's 78.0 is alone and still the best).
+    half = ["Qwen2.5-VL-7B-Instruct", "ivc_prune", "0.5", "16", "**78.0**", "**58.0**", "**68.0**", "**97.1**",
+            "50.5", "2.0", "100.0"]
+    assert cells(markdown, "Qwen2.5-VL-7B-Instruct ivc_prune 0.5") == half
+    assert cells(markdown, "Qwen2.5-VL-7B-Instruct fastv")[:8] == [
+        "Qwen2.5-VL-7B-Instruct", "fastv", "0.5", "2", "-", "40.0", "-", "-"]
+    assert cells(markdown, "Qwen2.5-VL-7B-Instruct none")[4] == "80.0", "the unpruned run is never marked"
     latex = (out / "results.tex").read_text()
-    assert latex.startswith("\\begin{tabular}{llrr") and "ivc\\_prune & 0.5 & 16 & 78.0" in latex
-    assert "Rel. (\\%)" in latex
+    assert latex.startswith("\\begin{tabular}{llrr") and "\\toprule" in latex and "\\bottomrule" in latex
+    assert "ivc\\_prune & 0.5 & 16 & \\bfseries 78.0" in latex and "Rel. (\\%)" in latex
     csv = pd.read_csv(out / "results.csv")
     assert csv.shape[0] == 4 and csv.loc[csv["method"] == "none", "Avg"].item() == pytest.approx(70.0)
-    for dataset in ("MME", "MMStar"):
-        png = out / f"accuracy_vs_ratio_{dataset}.png"
+    for suffix in ("ratio", "tokens"):
+        png = out / f"{MODEL}_vs_{suffix}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert not (out / f"{MODEL}_vs_tflops.png").exists(), "no run records its FLOPs"
+
+
+def test_loyalty_flops_kv_and_hallusionbench_parts_are_columns(tmp_path):
+    root = tmp_path / "results"
+    row = {"prediction": "A", "visual_tokens": 100, "new_tokens": 1, "select_seconds": 0.0, "generate_seconds": 0.1,
+           "prefill_seconds": 0.05, "prefill_flops_unpruned": 4e12}
+    hallusion = {"overall": 0.5, "aAcc": 0.7, "fAcc": 0.4, "qAcc": 0.4}
+    write_run(root, "none", "none", {}, {"MMStar": {"overall": 0.6}, "HallusionBench": hallusion},
+              [dict(row, index=0, kept_visual_tokens=100, prefill_flops=4e12, kv_cache_bytes=8 * 2**20)])
+    for run, layer, kept, flops, loyal in (("ivc_prune_r0.5_k2", 2, 50, 2.2e12, 0.9),
+                                           ("ivc_prune_r0.5_k0", 0, 50, 2e12, 0.8)):
+        scores = {"MMStar": {"overall": 0.58, "loyalty": {"loyalty": loyal}},
+                  "HallusionBench": dict(hallusion, aAcc=0.6, loyalty={"loyalty": loyal - 0.1})}
+        write_run(root, run, "ivc_prune", {"ratio": 0.5, "layer": layer}, scores,
+                  [dict(row, index=0, kept_visual_tokens=kept, prefill_flops=flops, kv_cache_bytes=4 * 2**20)])
+    table = make_tables.build_table(make_tables.collect_runs(root))
+    assert list(table.columns[4:8]) == ["HallusionBench", "HallusionBench aAcc", "HallusionBench fAcc",
+                                        "HallusionBench qAcc"]
+    k2 = table[table["layer"] == 2].iloc[0]
+    assert k2["HallusionBench aAcc"] == pytest.approx(60.0) and k2["loyalty (%)"] == pytest.approx(85.0)
+    assert k2["prefill FLOPs ×"] == pytest.approx(0.55) and k2["KV (MiB)"] == pytest.approx(4.0)
+    assert k2["prefill TFLOPs"] == pytest.approx(2.2)
+    assert pd.isna(table[table["method"] == "none"].iloc[0]["loyalty (%)"])
+    markdown = make_tables.render(table, "markdown")
+    header = cells(markdown, "model method")
+    k0 = dict(zip(header, cells(markdown, "Qwen2.5-VL-7B-Instruct ivc_prune 0.5 0")))
+    k2 = dict(zip(header, cells(markdown, "Qwen2.5-VL-7B-Instruct ivc_prune 0.5 2")))
+    assert k0["prefill FLOPs ×"] == "**0.50**" and k0["prefill TFLOPs"] == "**2.0**"
+    assert k2["loyalty (%)"] == "**85.0**"
+    assert k0["KV (MiB)"] == k2["KV (MiB)"] == "4.0" and k0["MMStar"] == "58.0", "a tie of every pruned run: no mark"
+    out = tmp_path / "tables"
+    assert make_tables.main([str(root), "--out", str(out)]) == 0
+    assert (out / f"{MODEL}_vs_tflops.png").stat().st_size > 1000
 
 
 def test_a_tree_without_runs_and_a_broken_run_json_are_named(tmp_path, capsys):

@@ -25,6 +25,7 @@ from ..evaluation.efficiency import (
 )
 from ..pruning import Pruner, prune
 from .prompts import CustomPrompts, dataset_type
+from .load_error import load_error
 
 Message = list[dict[str, str]]
 
@@ -143,7 +144,10 @@ class PrunedVLM(ABC):
         self._dump_image: Any = None
         self.model_path = str(model_path)
         self.max_new_tokens = int(max_new_tokens)
-        self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
+        try:
+            self.model, self.processor = self.load(self.model_path, attn_implementation, DTYPES[dtype], device_map)
+        except OSError as error:  # the hub's and transformers' missing, offline, gated and unreadable checkpoints
+            raise load_error(self.model_path, error) from error
         self.model.eval()
         self.pruner: Pruner | None = None
         self.set_method(method, ratio=ratio, layer=layer, **(method_options or {}))

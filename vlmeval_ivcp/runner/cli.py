@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .batching import with_batch_size
 from .config import ConfigError, load_config, parse_config
 from ..evaluation.judge import Judge, JudgeUnreachable, judge_settings
 from ..locking import RunFolderBusy
+from ..models.load_error import ModelLoadError
+from . import listing
+from .logs import configure_logging
 from .plan import format_plan, plan
+from .preflight import preflight
 from .run import MODES, format_table, run
 
 
@@ -25,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default="none", help="pruning method (with --model/--data)")
     parser.add_argument("--ratio", type=float, help="retention ratio (with --model/--data)")
     parser.add_argument("--layer", type=int, help="selection layer K (with --model/--data)")
+    parser.add_argument(
+        "--method-args",
+        type=method_args,
+        default={},
+        metavar="KEY=VALUE,...",
+        help="any other option of the method (with --model/--data), e.g. cache_policy=after,seed=1; values are read "
+        "as YAML scalars; `vlmeval-ivcp list methods` lists every method's options",
+    )
     parser.add_argument("--work-dir", help="results folder (overrides the config's work_dir)")
     parser.add_argument(
         "--mode",
@@ -78,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     finished.add_argument(
         "--reuse", action="store_true", help="keep finished rows made with other settings or TSV rows anyway"
     )
+    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level, transformers' messages included")
     return parser
 
 
@@ -108,16 +123,37 @@ def failure_message(error: BaseException) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
+def method_args(text: str) -> dict[str, Any]:
+    """`key=value,key=value` into a dict, each value a YAML scalar (`0.5`, `16`, `true`, `after`)."""
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r} is not key=value")
+        if key in options:
+            raise argparse.ArgumentTypeError(f"{key} is given twice")
+        try:
+            options[key] = yaml.safe_load(value.strip()) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key] = value.strip()
+    return options
+
+
 def config_from_args(args: argparse.Namespace):
     if args.config:
-        if args.model or args.data:
-            raise ConfigError("give either --config or --model/--data, not both")
+        if args.model or args.data or args.method_args:
+            raise ConfigError("give either --config or --model/--data (and --method-args), not both")
         config = load_config(args.config)
         return config if not args.work_dir else type(config)(**{**config.__dict__, "work_dir": args.work_dir})
     if not (args.model and args.data):
         raise ConfigError("give --config, or both --model and --data")
     method = {"method": args.method}
     method.update({key: value for key, value in (("ratio", args.ratio), ("layer", args.layer)) if value is not None})
+    for key, value in args.method_args.items():
+        if key in method:
+            raise ConfigError(f"--method-args: {key} is also given as --{key} (or is the method itself)")
+        method[key] = value
     raw = {"models": [{"name": name} for name in args.model], "datasets": args.data, "methods": [method]}
     if args.work_dir:
         raw["work_dir"] = args.work_dir
@@ -135,9 +171,20 @@ def _judge(args: argparse.Namespace, config) -> Judge:
         raise ValueError(f"--judge-args: {error}") from None
 
 
+def report_problems(problems: list[str]) -> int:
+    """Prints what the pre-flight checks found, one line each, and returns the exit status of a refused run."""
+    for problem in problems:
+        print(f"run.py: error: {problem}", file=sys.stderr)
+    print(f"run.py: {len(problems)} problem(s) found before loading any model; nothing was run", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["list"]:  # `vlmeval-ivcp list models|datasets|methods`
+        return listing.main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         config = config_from_args(args)
         if args.batch_size:
@@ -147,11 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.limit and args.mode == "eval":
             raise ConfigError("--limit answers rows: it goes with --mode all or infer, not eval")
+        problems = preflight(config, "infer" if args.limit else args.mode, args.judge)
+        if problems:
+            return report_problems(problems)
         judge = _judge(args, config) if args.judge else None
         # Finished rows are already on disk when an error stops the run: a re-run resumes after them.
         resume = "rerun" if args.rerun else "reuse" if args.reuse else "refuse"
         mode = "infer" if args.limit else args.mode
         summaries = run(config, mode=mode, judge=judge, limit=args.limit, resume=resume)
+    except ModelLoadError as error:  # the environment, not the command: exit 1, with its hint and no type name
+        if args.traceback:
+            raise
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # noqa: BLE001 - every failure is one line; --traceback shows the rest
         if args.traceback:
             raise
