@@ -48,6 +48,9 @@ class DecoderArch:
         image_token_attr (`str`): config attribute with the image placeholder token id.
         layouts (`Callable` or `None`): `(forward kwargs, config) -> [ImageLayout]`, one per image of the batch in
             order, when the forward inputs say how the images are laid out.
+        mrope_layout (`str`): for M-RoPE decoders, how the rotary module assigns frequencies to the t/h/w axes
+            (`"block"` or `"interleaved"`, see `rope.frequency_axes`). Fixed by the class, not the config: Qwen3-VL
+            configs carry `mrope_interleaved`, which transformers never reads.
     """
 
     multimodal: str
@@ -56,7 +59,11 @@ class DecoderArch:
     text_config: str = "text_config"
     image_token_attr: str = "image_token_id"
     layouts: Callable[[dict[str, Any], Any], list[ImageLayout] | None] | None = None
+    mrope_layout: str = "block"
 
+
+# What `Qwen3VLTextRotaryEmbedding` falls back to when the config gives no section.
+_INTERLEAVED_DEFAULT_SECTION = (24, 20, 20)
 
 # Every supported family nests its decoder the same way: `model` (multimodal) -> `model.language_model` (decoder).
 _LLAVA_STYLE_PATHS = partial(
@@ -91,8 +98,12 @@ def get_submodule(model: nn.Module, path: str) -> Any:
     return module
 
 
-def rope_spec(text_config: Any) -> RopeSpec:
-    """The decoder's RoPE from its config (transformers 5 keeps theta and M-RoPE sections in `rope_parameters`)."""
+def rope_spec(text_config: Any, mrope_layout: str = "block") -> RopeSpec:
+    """The decoder's RoPE from its config (transformers 5 keeps theta and M-RoPE sections in `rope_parameters`).
+
+    `mrope_layout` is the family's frequency-to-axis map (`DecoderArch.mrope_layout`); an interleaved decoder without
+    a section in its config uses its rotary module's default, (24, 20, 20).
+    """
     params = getattr(text_config, "rope_parameters", None) or {}
     theta = params.get("rope_theta", getattr(text_config, "rope_theta", None))
     if theta is None:
@@ -102,5 +113,16 @@ def rope_spec(text_config: Any) -> RopeSpec:
     rotary_dim = getattr(text_config, "qk_rope_head_dim", None) or int(
         head_dim * params.get("partial_rotary_factor", 1.0)
     )
-    section = params.get("mrope_section")
-    return RopeSpec(theta=float(theta), rotary_dim=rotary_dim, mrope_section=tuple(section) if section else None)
+    section = params.get("mrope_section") or (_INTERLEAVED_DEFAULT_SECTION if mrope_layout == "interleaved" else None)
+    return RopeSpec(
+        theta=float(theta),
+        rotary_dim=rotary_dim,
+        mrope_section=tuple(section) if section else None,
+        mrope_layout=mrope_layout,
+    )
+
+
+def model_rope_spec(model: nn.Module) -> RopeSpec:
+    """The RoPE description of a supported model: its decoder config read with its family's M-RoPE layout."""
+    arch = arch_for(model)
+    return rope_spec(getattr(model.config, arch.text_config), arch.mrope_layout)

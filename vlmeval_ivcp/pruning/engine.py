@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from .arch import arch_for, get_submodule, rope_spec
+from .arch import arch_for, get_submodule, model_rope_spec
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
 from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
@@ -60,7 +60,7 @@ class Pruner:
         self._multimodal = get_submodule(model, arch.multimodal)
         self._text_model = get_submodule(model, arch.text_model)
         self._layers: nn.ModuleList = get_submodule(model, arch.layers)
-        self._rope = rope_spec(text_config)
+        self._rope = model_rope_spec(model)
         self._image_token_id = int(getattr(model.config, arch.image_token_attr))
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
@@ -201,7 +201,7 @@ class Pruner:
         """Original position ids of the next token, in the shape the model's forward takes."""
         assert state.rope_positions is not None
         nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
-        return nxt if self._rope.mrope_section is not None else nxt[0]
+        return nxt if self._rope.position_rows > 1 else nxt[0]
 
     def _on_text_model(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         state = self._state
