@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from .context import RopeSpec
+from .inject import VisualInjection
 from .layout import ImageLayout
 
 
@@ -51,6 +52,8 @@ class DecoderArch:
         mrope_layout (`str`): for M-RoPE decoders, how the rotary module assigns frequencies to the t/h/w axes
             (`"block"` or `"interleaved"`, see `rope.frequency_axes`). Fixed by the class, not the config: Qwen3-VL
             configs carry `mrope_interleaved`, which transformers never reads.
+        injections (`VisualInjection` or `None`): per-layer additions to the visual tokens that the text model
+            receives (Qwen3-VL's DeepStack); the engine carries them to the kept tokens (`inject.py`).
     """
 
     multimodal: str
@@ -60,8 +63,10 @@ class DecoderArch:
     image_token_attr: str = "image_token_id"
     layouts: Callable[[dict[str, Any], Any], list[ImageLayout] | None] | None = None
     mrope_layout: str = "block"
+    injections: VisualInjection | None = None
 
 
+_DEEPSTACK = VisualInjection(embeds="deepstack_visual_embeds", mask="visual_pos_masks")
 # What `Qwen3VLTextRotaryEmbedding` falls back to when the config gives no section.
 _INTERLEAVED_DEFAULT_SECTION = (24, 20, 20)
 
@@ -73,6 +78,9 @@ _LLAVA_STYLE_PATHS = partial(
 ARCHS: dict[str, DecoderArch] = {
     "qwen2_5_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts),
     "qwen2_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts),
+    # Interleaved M-RoPE; DeepStack adds ViT features to the visual tokens after the first decoder layers.
+    "qwen3_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts, mrope_layout="interleaved", injections=_DEEPSTACK),
+    "qwen3_vl_moe": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts, mrope_layout="interleaved", injections=_DEEPSTACK),
     "llava": _LLAVA_STYLE_PATHS(layouts=_llava_layouts),
     # Anyres tiles with newline tokens: no single grid.
     "llava_next": _LLAVA_STYLE_PATHS(),

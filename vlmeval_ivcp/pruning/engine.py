@@ -8,9 +8,10 @@ Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 - multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
   continues this prefill and supplies the original position ids when the caller gave none;
 - text-model pre-hook: at prefill records positions (and, when the arch found no image grid, reads it from the
-  M-RoPE positions) and runs a before-LLM cut; at decode gathers the 2D mask to the columns layer 0's cache holds
+  M-RoPE positions), takes over the family's visual additions (DeepStack, `inject.py`) and runs a before-LLM cut; at decode gathers the 2D mask to the columns layer 0's cache holds
   and checks the positions;
-- layer pre-hooks: at a cut, select and gather the hidden states; on later layers, gather the RoPE tables, position
+- layer pre-hooks: add the previous layer's visual additions to the tokens alive; at a cut, select and gather the
+  hidden states; on later layers, gather the RoPE tables, position
   ids and mask; at decode, gather the mask columns of layers whose cache holds a different set than layer 0;
 - text-model post-hook: trims the caches (policy `all`) and publishes the selection (`Pruner.last`).
 """
@@ -29,6 +30,7 @@ from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
 from .gather import decode_columns, gather_mask, gather_positions, gather_seq, position_in
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
+from .inject import take_injections
 from .layout import ImageLayout
 from .registry import MethodSpec, get_method, make_config, method_of_config
 from .selection import select_cut
@@ -211,6 +213,10 @@ class Pruner:
         if cache is not None and cache.get_seq_length() > 0:
             return args, self._decode_text_kwargs(state, kwargs)
         embeds = kwargs["inputs_embeds"]
+        if self._arch.injections is not None:
+            kwargs, state.injections = take_injections(
+                kwargs, self._arch.injections, state.visual_mask, len(self._layers)
+            )
         state.rope_positions = _rope_rows(kwargs.get("position_ids"), embeds.shape[0], embeds.shape[1], embeds.device)
         if state.layouts is None and self._rope.mrope_section is not None:
             # generate() encodes the images before prefill and drops `image_grid_thw` from the forward's kwargs, so
@@ -222,7 +228,7 @@ class Pruner:
         full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
         state.base_keep = state.keep = full
         if self._cuts[0].layer != 0:
-            return None
+            return args, kwargs
         rel = select_cut(state, self._cuts[0], embeds, {}, self.method, self.config, self._rope)
         kwargs = dict(kwargs, inputs_embeds=gather_seq(embeds, rel))
         if kwargs.get("position_ids") is None:
@@ -267,6 +273,9 @@ class Pruner:
                 return None
             if state.held is not None:  # decoding
                 return self._decode_layer_kwargs(state, index, args, kwargs)
+            injected = state.injections is not None and 0 < index <= len(state.injections.embeds)
+            if injected:  # the previous layer's visual additions, on the tokens alive after it
+                args = (state.injections.add(args[0], state.keep, index - 1),) + args[1:]
             if index in self._cut_at:
                 hidden = args[0]
                 if index in self._cut_taps:
@@ -278,7 +287,7 @@ class Pruner:
                 args = (gather_seq(hidden, rel),) + args[1:]
                 state.stage_kwargs = self._gather_layer_kwargs(state, kwargs)
             if state.stage_kwargs is None:
-                return None
+                return (args, kwargs) if injected else None
             return args, dict(kwargs, **state.stage_kwargs)
 
         return hook
@@ -346,6 +355,7 @@ class Pruner:
             for layer_keep in held
         ]
         state.stage_kwargs = None
+        state.injections = None
         for tap in self._taps:
             tap.armed = False
         ordinal = state.visual_mask.long().cumsum(dim=1) - 1

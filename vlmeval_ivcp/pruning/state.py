@@ -10,6 +10,7 @@ import torch
 
 from .context import Selection
 from .images import Layouts
+from .inject import Injections
 
 
 @dataclass
@@ -52,6 +53,7 @@ class PromptState:
     held: list[torch.Tensor] | None = None  # per layer, prompt positions its cache holds
     held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
     generated: int = 0
+    injections: Injections | None = None  # the family's per-layer visual additions, until the prefill ends
 
 
 

@@ -42,8 +42,8 @@ def random_model(model_cls: type, config: Any, seed: int, vision_prefix: str, eo
     return model
 
 
-# One module per family in this package, each exposing `build(path, seed=0, num_layers=4) -> Path`.
-TINY_FAMILIES = ("qwen2_5_vl", "llava", "llava_next", "internvl", "deepseek_vl2")
+# One module per family in this package, each exposing `build(path, seed=0, num_layers=...) -> Path`.
+TINY_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava", "llava_next", "internvl", "deepseek_vl2")
 
 
 def tiny_checkpoint(family: str, cache_dir: str | Path) -> Path:
