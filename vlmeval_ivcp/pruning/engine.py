@@ -8,8 +8,8 @@ Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 - multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
   continues this prefill and supplies the original position ids when the caller gave none;
 - text-model pre-hook: at prefill records positions (and, when the arch found no image grid, reads it from the
-  M-RoPE positions), takes over the family's visual additions (DeepStack, `inject.py`) and runs a before-LLM cut; at decode gathers the 2D mask to the columns layer 0's cache holds
-  and checks the positions;
+  M-RoPE positions), takes over the family's visual additions (DeepStack, `inject.py`), runs a before-LLM cut;
+  at decode gathers the 2D mask to the columns layer 0's cache holds and checks the positions;
 - layer pre-hooks: add the previous layer's visual additions to the tokens alive; at a cut, select and gather the
   hidden states; on later layers, gather the RoPE tables, position
   ids and mask; at decode, gather the mask columns of layers whose cache holds a different set than layer 0;
