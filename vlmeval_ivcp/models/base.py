@@ -175,6 +175,10 @@ class PrunedVLM(ABC):
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
 
+    def processor_images(self, prompts: list[str], images: list[Image.Image]) -> list[Any]:
+        """The images as the processor takes them: the flat list by default (in prompt order)."""
+        return images
+
     def processor_options(self, dataset: str | None) -> dict[str, Any]:
         """Extra processor arguments for images of `dataset` (e.g. a pixel budget); none by default."""
         return {}
@@ -186,7 +190,11 @@ class PrunedVLM(ABC):
         whose forward inputs do not carry the tiling (the engine's layout-aware methods read it).
         """
         inputs = self.processor(
-            text=prompts, images=images or None, padding=True, return_tensors="pt", **self.processor_options(dataset)
+            text=prompts,
+            images=self.processor_images(prompts, images) or None,
+            padding=True,
+            return_tensors="pt",
+            **self.processor_options(dataset),
         ).data
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

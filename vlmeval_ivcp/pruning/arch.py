@@ -84,6 +84,8 @@ ARCHS: dict[str, DecoderArch] = {
     "llava": _LLAVA_STYLE_PATHS(layouts=_llava_layouts),
     # Anyres tiles with newline tokens: no single grid.
     "llava_next": _LLAVA_STYLE_PATHS(),
+    # Base view, then the unpadded tile grid with newlines: the wrapper passes the layout.
+    "llava_onevision": _LLAVA_STYLE_PATHS(),
     # Tiles and a thumbnail: the wrapper passes the tiling (`Pruner.set_image_layouts`).
     "internvl": _LLAVA_STYLE_PATHS(),
     # Assembled in vlmeval_ivcp.models.deepseek_vl2 (transformers has no class); its wrapper passes the views.

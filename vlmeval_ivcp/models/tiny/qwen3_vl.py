@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import TINY_TEXT_WIDTHS, byte_level_tokenizer, random_model
-from .qwen2_5_vl import QWEN_SPECIAL_TOKENS
+from . import chat_text_config
+from .qwen2_5_vl import qwen_token_config, qwen_tokenizer, save_qwen
 
 # One user turn, images first, no system turn unless the conversation has one: the format the released
 # checkpoints' template renders for this project's messages (written here, not copied).
@@ -28,32 +28,16 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 6) -> Path:
     T H W T H W T T); vision: 4 blocks of width 32, patch 16, merge 2, an 8 x 8 learned position grid, DeepStack
     from blocks 1, 2, 3 into the outputs of decoder layers 0, 1, 2 (cuts at K = 1, 2 fall inside, 3..5 after).
     """
-    from transformers import Qwen2Tokenizer, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = byte_level_tokenizer(
-        Qwen2Tokenizer, QWEN_SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
+    tokenizer = qwen_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    token = tokenizer.convert_tokens_to_ids
+    rope = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
     config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            **TINY_TEXT_WIDTHS,
-            head_dim=16,
-            num_hidden_layers=num_layers,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 5_000_000.0,
-                "mrope_section": [4, 2, 2],
-                "mrope_interleaved": True,
-            },
-            eos_token_id=token("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=None,
-        ),
+        text_config=chat_text_config(tokenizer, num_layers, rope_parameters=rope, head_dim=16),
         vision_config=dict(
             depth=4,
             hidden_size=32,
@@ -66,22 +50,15 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 6) -> Path:
             num_position_embeddings=64,
             deepstack_visual_indexes=[1, 2, 3],
         ),
-        image_token_id=token("<|image_pad|>"),
-        video_token_id=token("<|video_pad|>"),
-        vision_start_token_id=token("<|vision_start|>"),
-        vision_end_token_id=token("<|vision_end|>"),
+        **qwen_token_config(tokenizer),
         tie_word_embeddings=False,
     )
-    model = random_model(Qwen3VLForConditionalGeneration, config, seed, "visual", token("<|im_end|>"),
-                         tokenizer.pad_token_id)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    Qwen2VLImageProcessorPil(
+    image_processor = Qwen2VLImageProcessorPil(
         patch_size=16,
         merge_size=2,
         temporal_patch_size=2,
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
         size={"shortest_edge": 4 * TOKEN_PIXELS, "longest_edge": 64 * TOKEN_PIXELS},
-    ).save_pretrained(path)
-    return path
+    )
+    return save_qwen(path, Qwen3VLForConditionalGeneration, config, tokenizer, image_processor, seed)
