@@ -11,8 +11,8 @@ Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
   M-RoPE positions), takes over the family's visual additions (DeepStack, `inject.py`), runs a before-LLM cut;
   at decode gathers the 2D mask to the columns layer 0's cache holds and checks the positions;
 - layer pre-hooks: add the previous layer's visual additions to the tokens alive; at a cut, select and gather the
-  hidden states; on later layers, gather the RoPE tables, position
-  ids and mask; at decode, gather the mask columns of layers whose cache holds a different set than layer 0;
+  hidden states; on later layers, gather the RoPE tables, position ids and mask; at decode, gather the mask columns
+  of layers whose cache holds a different set than layer 0;
 - text-model post-hook: trims the caches (policy `all`) and publishes the selection (`Pruner.last`).
 """
 
