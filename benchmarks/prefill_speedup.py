@@ -1,7 +1,7 @@
 """Measured prefill speed-up of each pruning method against its FLOPs prediction, with the KV-cache saving.
 
-    python benchmarks/prefill_speedup.py [--model qwen2.5-vl-7b|llava-1.5-7b] [--layers 4] [--dtype bfloat16|float32]
-        [--device cpu|cuda]
+    python benchmarks/prefill_speedup.py [--model qwen2.5-vl-7b|llava-1.5-7b|qwen3-vl-8b|llava-onevision-7b]
+        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda]
         [--attn sdpa|eager|flash_attention_2] [--repeats 3] [--ratios 1.0 0.75 0.5 0.25]
         [--methods ivc_prune fastv random uniform divprune] [--with-resprune] [--out table.md]
 
@@ -41,7 +41,7 @@ from vlmeval_ivcp import prune
 from vlmeval_ivcp.evaluation.efficiency import flops_speedup, kv_cache_bytes, pruned_layer_lengths
 
 # The sibling benchmark: `python benchmarks/prefill_speedup.py` puts benchmarks/ first on sys.path.
-from selection_time import BENCH_MODELS, add_common_args, check_common_args, prefill_seconds
+from selection_time import BENCH_MODELS, IMAGE, add_common_args, check_common_args, prefill_seconds
 
 DEFAULT_METHODS = ("ivc_prune", "fastv", "random", "uniform", "divprune")
 DEFAULT_RATIOS = (1.0, 0.75, 0.5, 0.25)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     unpruned_kv = kv_cache_bytes(_prefill_cache(model, inputs))  # also the warm-up
     unpruned = statistics.median(prefill_seconds(model, inputs) for _ in range(args.repeats))
 
-    seq, n_visual = inputs["input_ids"].shape[1], args.grid**2
+    seq, n_visual = inputs["input_ids"].shape[1], int((inputs["input_ids"] == IMAGE).sum())
     lines = [
         f"{bench.label}, {args.layers} layers, {args.dtype}, {args.device}, {args.attn}, torch "
         f"{torch.__version__}; {seq} prompt tokens of which {n_visual} visual; unpruned prefill "

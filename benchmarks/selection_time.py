@@ -1,23 +1,27 @@
 """How long each pruning method spends choosing, relative to the unpruned prefill of the same model.
 
-    python benchmarks/selection_time.py [--model qwen2.5-vl-7b|llava-1.5-7b] [--layers 4] [--dtype bfloat16|float32]
-        [--device cpu|cuda] [--repeats 3]
+    python benchmarks/selection_time.py [--model qwen2.5-vl-7b|llava-1.5-7b|qwen3-vl-8b|llava-onevision-7b]
+        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3]
 
-`--model qwen2.5-vl-7b` (default) builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads,
-4 KV heads, MLP 18944, M-RoPE sections (16, 24, 24)); `--model llava-1.5-7b` a LLaVA-1.5 decoder with Vicuna-7B's
-(hidden 4096, 32 heads without grouping, MLP 11008, 1D RoPE). Both have only `--layers` layers and random weights
-(nothing is downloaded). The prompt is synthetic: a short system text, one image of `--grid` x `--grid` visual tokens
-(Qwen: 36 x 36 = 1,296 by default, a 1008 x 1008 picture; LLaVA: 24 x 24 = 576, its 336-pixel input) and a short
-question. Qwen's vision tower is skipped: the visual tokens enter the LLM as random embeddings passed with
-`inputs_embeds`, while `input_ids`, `mm_token_type_ids` and `image_grid_thw` still tell the model (M-RoPE positions)
-and the engine (image tokens, grid) where the picture is. LLaVA gets a one-layer, 32-wide CLIP tower on a random
-picture (its cost is negligible next to the decoder), because its forward takes `input_ids` or `inputs_embeds`,
-not both.
+`--model qwen2.5-vl-7b` (default) builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads, 4
+KV heads, MLP 18944, M-RoPE sections (16, 24, 24)); `--model llava-1.5-7b` a LLaVA-1.5 decoder with Vicuna-7B's (hidden
+4096, 32 heads without grouping, MLP 11008, 1D RoPE); `--model qwen3-vl-8b` a Qwen3-VL decoder with the 8B widths
+(hidden 4096, 32 query heads of 128, 8 KV heads, MLP 12288, interleaved M-RoPE (24, 20, 20), three DeepStack
+injections); `--model llava-onevision-7b` a LLaVA-OneVision decoder with Qwen2-7B's widths (as Qwen2.5-VL-7B's, 1D
+RoPE) and a picture of one 27 x 27 view: its base view and one tile with newlines, 1,485 visual tokens. All have only
+`--layers` layers and random weights (nothing is downloaded). The prompt is synthetic: a short system text, one image
+of `--grid` x `--grid` visual tokens (Qwen2.5-VL: 36 x 36 = 1,296 by default, a 1008 x 1008 picture; Qwen3-VL: 32 x 32
+= 1,024, a 1024 x 1024 picture; LLaVA: 24 x 24 = 576, its 336-pixel input) and a short question. Qwen2.5-VL's vision
+tower is skipped: the visual tokens enter the LLM as random embeddings passed with `inputs_embeds`, while `input_ids`,
+`mm_token_type_ids` and `image_grid_thw` still tell the model (M-RoPE positions) and the engine (image tokens, grid)
+where the picture is. Qwen3-VL gets random pixels through a three-block, 32-wide tower (that also makes the DeepStack
+features) and LLaVA a one-layer, 32-wide CLIP tower on a random picture (LLaVA-OneVision a one-layer SigLIP tower;
+their cost is negligible next to the decoder), because their forwards take `input_ids` or `inputs_embeds`, not both.
 
 For every method the script reports the engine's `PrefillRecord.select_seconds` (capturing the method's inputs,
 scoring and choosing) as a fraction of the unpruned prefill time, both medians of `--repeats` runs in this process.
 The vocabulary is small (its size only affects the embedding lookup and the one-token `lm_head`). With few layers
-the fraction is larger than on the full 28-layer model; the last column scales the prefill time to 28 layers.
+the fraction is larger than on the full model; the last column scales the prefill time to its depth (28, 32, 36).
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import LlavaConfig, LlavaForConditionalGeneration, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import (
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
 
 from vlmeval_ivcp.pruning import prune
 
@@ -107,6 +120,41 @@ def qwen_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> dict[st
     }
 
 
+def build_qwen3(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen3VLForConditionalGeneration:
+    """A random-weight Qwen3-VL with the 8B text widths (explicit head_dim 128, interleaved M-RoPE (24, 20, 20)),
+    `layers` decoder layers and a three-block, 32-wide vision tower whose blocks feed the three DeepStack
+    injections, as the real one's blocks 8, 16, 24 do."""
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=VOCAB, hidden_size=4096, intermediate_size=12288, num_hidden_layers=layers,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
+                             "mrope_interleaved": True},
+            bos_token_id=None, eos_token_id=None, pad_token_id=None,
+        ),
+        vision_config=dict(
+            depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=4096,
+            num_position_embeddings=64, deepstack_visual_indexes=[0, 1, 2],
+        ),
+        image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
+        tie_word_embeddings=False, attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    return Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
+
+
+def qwen3_inputs(model: Qwen3VLForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
+    """As `qwen_inputs`, but with random pixels through the small vision tower (Qwen3-VL's forward takes
+    `input_ids` or `inputs_embeds`, not both, and the tower also makes the DeepStack features)."""
+    inputs = qwen_inputs(model, grid)
+    inputs.pop("inputs_embeds")
+    vision = model.config.vision_config
+    patch_dim = 3 * vision.temporal_patch_size * vision.patch_size**2
+    n_patches = int(inputs["image_grid_thw"].prod())
+    pixels = torch.randn(n_patches, patch_dim, generator=torch.Generator().manual_seed(0))
+    return dict(inputs, pixel_values=pixels.to(inputs["input_ids"].device, model.dtype))
+
+
 def build_llava(layers: int, dtype: torch.dtype, device: str, grid: int) -> LlavaForConditionalGeneration:
     """A random-weight LLaVA-1.5 with Vicuna-7B's widths, `layers` decoder layers and a one-layer CLIP tower whose
     patch grid is `grid x grid`."""
@@ -144,6 +192,48 @@ def llava_inputs(model: LlavaForConditionalGeneration, grid: int) -> dict[str, t
     }
 
 
+def build_llava_ov(
+    layers: int, dtype: torch.dtype, device: str, grid: int
+) -> LlavaOnevisionForConditionalGeneration:
+    """A random-weight LLaVA-OneVision with Qwen2-7B's widths, `layers` decoder layers and a one-layer, 32-wide
+    SigLIP tower whose views are `grid x grid` patches (27 for the real 384-pixel views)."""
+    side = grid * 14
+    config = LlavaOnevisionConfig(
+        text_config=dict(
+            model_type="qwen2", vocab_size=VOCAB, hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers,
+            num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        ),
+        vision_config=dict(
+            model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=2, image_size=side, patch_size=14, vision_use_head=False,
+        ),
+        image_token_index=IMAGE, video_token_index=VIDEO, image_grid_pinpoints=[[side, side]],
+        vision_feature_select_strategy="full", vision_feature_layer=-1, attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    return LlavaOnevisionForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
+
+
+def llava_ov_inputs(model: LlavaOnevisionForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
+    """One prompt: text, one picture of exactly one view (base view `grid²` tokens, then its single tile's `grid`
+    rows with a newline each: `grid² + grid·(grid + 1)` tokens, 1,485 for 27), text."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    n_visual = grid * grid + grid * (grid + 1)
+    ids = torch.cat([
+        _text(SYSTEM_TOKENS, generator), torch.full((n_visual,), IMAGE), _text(QUESTION_TOKENS, generator)
+    ])[None]
+    side = model.config.vision_config.image_size
+    pixels = torch.randn(1, 2, 3, side, side, generator=generator)  # the base view and the one tile
+    return {
+        "input_ids": ids.to(device),
+        "pixel_values": pixels.to(device, model.dtype),
+        "image_sizes": torch.tensor([[side, side]], device=device),
+        "attention_mask": torch.ones_like(ids).to(device),
+    }
+
+
 @dataclass(frozen=True)
 class BenchModel:
     """A 7B-width model the benchmarks can build: its label, full depth, default grid, builder and prompt."""
@@ -158,17 +248,21 @@ class BenchModel:
 BENCH_MODELS = {
     "qwen2.5-vl-7b": BenchModel("Qwen2.5-VL 7B widths", 28, 36, build_qwen, qwen_inputs),
     "llava-1.5-7b": BenchModel("LLaVA-1.5 7B widths", 32, 24, build_llava, llava_inputs),
+    "qwen3-vl-8b": BenchModel("Qwen3-VL 8B widths", 36, 32, build_qwen3, qwen3_inputs),
+    "llava-onevision-7b": BenchModel("LLaVA-OneVision 7B widths", 28, 27, build_llava_ov, llava_ov_inputs),
 }
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """The flags both benchmark scripts take."""
     parser.add_argument("--model", choices=sorted(BENCH_MODELS), default="qwen2.5-vl-7b",
-                        help="whose widths: Qwen2.5-VL-7B (M-RoPE, 1,296 visual tokens) or LLaVA-1.5-7B (1D, 576)")
+                        help="whose widths: Qwen2.5-VL-7B (M-RoPE, 1,296 visual tokens), LLaVA-1.5-7B (1D, 576) or "
+                        "Qwen3-VL-8B (interleaved M-RoPE, DeepStack, 1,024) or LLaVA-OneVision-7B (1D, 1,485)")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers (the full models have 28 and 32)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
-    parser.add_argument("--grid", type=int, help="visual tokens per side (default: 36 for Qwen, 24 for LLaVA)")
+    parser.add_argument("--grid", type=int,
+                        help="visual tokens per side (default: 36 Qwen2.5-VL, 32 Qwen3-VL, 24 LLaVA, 27 LLaVA-OV)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
 
 
@@ -248,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     unpruned = _median_seconds(lambda: prefill_seconds(model, inputs), args.repeats)
     full_depth = unpruned * bench.full_depth / args.layers
 
-    n_visual, seq = args.grid**2, inputs["input_ids"].shape[1]
+    n_visual, seq = int((inputs["input_ids"] == IMAGE).sum()), inputs["input_ids"].shape[1]
     print(f"{bench.label}, {args.layers} layers, {args.dtype}, {args.device}; {seq} prompt tokens of which "
           f"{n_visual} visual; unpruned prefill {unpruned * 1e3:.0f} ms (median of {args.repeats})\n")
     print("| method | cut | kept visual | select (ms) | select / prefill | "

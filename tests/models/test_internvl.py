@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from support.reference import alive_per_layer, check_pruned_run, greedy_generate
 
+from vlmeval_ivcp import prune
 from vlmeval_ivcp.models.internvl import SYSTEM_PROMPT, InternVL, internvl_chat_prompt, internvl_layout
 from vlmeval_ivcp.models.tiny.internvl import build
 from vlmeval_ivcp.pruning.layout import ImageLayout, View
@@ -154,3 +156,25 @@ def test_random_pruning_keeps_fewer_visual_tokens(wrapper, tmp_path):
     assert isinstance(answer, str)
     assert wrapper.stats.kept_visual_tokens < wrapper.stats.visual_tokens == 80
     assert wrapper.stats.prefill_flops < wrapper.stats.prefill_flops_unpruned
+
+
+def test_an_internvl3_5_checkpoint_with_a_qwen3_decoder_loads_and_prunes_exactly(tmp_path):
+    # InternVL3.5-HF is the same class with a Qwen3 decoder (QK-norm, explicit head_dim): the adapter and the engine
+    # take it unchanged.
+    path = build(tmp_path / "tiny-internvl3_5", text_model_type="qwen3")
+    wrapper = InternVL(str(path), dtype="float32", max_new_tokens=4)
+    assert type(wrapper.model.model.language_model).__name__ == "Qwen3Model"
+    prompt = wrapper.chat_prompt(1, "Describe.")
+    inputs = wrapper.encode([prompt], [_picture(0, (224, 224))])
+    layouts = inputs.pop("image_layouts")
+    model = wrapper.model
+    with prune(model, "ivc_prune", ratio=0.5, layer=2) as pruner:
+        pruner.set_image_layouts(layouts)
+        out = greedy_generate(model, inputs, 4)
+        pruner.set_image_layouts(layouts)
+        with torch.no_grad():
+            prefill = model(**inputs).logits
+    assert len(pruner.last.kept[0]) == 40
+    n_layers = model.config.text_config.num_hidden_layers
+    alive = alive_per_layer(inputs["input_ids"], model.config.image_token_id, [2], pruner.last.stages, n_layers)
+    check_pruned_run(model, inputs, prefill, out, alive, [alive[-1]] * n_layers, "sdpa")

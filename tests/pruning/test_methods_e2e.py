@@ -67,15 +67,15 @@ def test_generates_and_keeps_the_requested_count_on_every_family(family, method,
     assert out.sequences.shape == (2, prompt_len + NEW_TOKENS)
 
     # Each cut keeps round(ratio * L) of the L visual tokens that reach it.
-    n_visual = pruner.last.n_visual[0]
-    reaching, per_layer = n_visual, [n_visual] * N_LAYERS
+    n_visual, n_layers = pruner.last.n_visual[0], model.config.get_text_config().num_hidden_layers
+    reaching, per_layer = n_visual, [n_visual] * n_layers
     for cut, stage in zip(config.cuts(), pruner.last.stages, strict=True):
         reaching = round(cut.ratio * reaching)
         assert [len(selection.keep) for selection in stage] == [reaching, reaching]
-        per_layer[cut.layer :] = [reaching] * (N_LAYERS - cut.layer)
+        per_layer[cut.layer :] = [reaching] * (n_layers - cut.layer)
     assert [len(kept) for kept in pruner.last.kept] == [reaching, reaching]
     if config.cache_policy == "all":
-        per_layer = [reaching] * N_LAYERS
+        per_layer = [reaching] * n_layers
     expected = [prompt_len - n_visual + count for count in per_layer]
     assert pruner.last.cache_lengths == expected
     # generate() fed NEW_TOKENS - 1 tokens after the prompt.

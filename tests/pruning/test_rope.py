@@ -12,10 +12,12 @@ from transformers import PhiConfig
 from transformers.models.phi.modeling_phi import PhiRotaryEmbedding
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLTextConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
+from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLTextConfig
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding
 
 from vlmeval_ivcp.pruning.arch import rope_spec
 from vlmeval_ivcp.pruning.context import RopeSpec
-from vlmeval_ivcp.pruning.rope import ivc_scores, ivc_tokens, rotary_frequencies, top_n
+from vlmeval_ivcp.pruning.rope import frequency_axes, ivc_scores, ivc_tokens, rotary_frequencies, top_n
 
 ROPE_1D = RopeSpec(theta=10000.0, rotary_dim=8)
 ROPE_M = RopeSpec(theta=1_000_000.0, rotary_dim=16, mrope_section=(2, 3, 3))
@@ -97,6 +99,61 @@ def test_both_modes_agree_with_transformers_qwen2_5_vl_rotary_embedding():
     c, s = ivc_scores(position_ids, rope, "axis_mean")
     torch.testing.assert_close(c, angles.cos().mean(dim=(0, 2)), rtol=0, atol=1e-5)
     torch.testing.assert_close(s, angles.sin().mean(dim=(0, 2)), rtol=0, atol=1e-5)
+
+
+def _qwen3_rotary(section: tuple[int, int, int], head_dim: int) -> Qwen3VLTextRotaryEmbedding:
+    config = Qwen3VLTextConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=head_dim,
+        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": list(section)},
+    )
+    return Qwen3VLTextRotaryEmbedding(config)
+
+
+def _probed_axes(rotary: torch.nn.Module, half: int) -> torch.Tensor:
+    """The axis of each frequency as the module applies it: a unit position on one axis rotates only its own."""
+    axes = torch.full((half,), -1)
+    for axis in range(3):
+        positions = torch.zeros(3, 1, 1, dtype=torch.long)
+        positions[axis] = 1
+        _, sin = rotary(torch.zeros(1, 1, 8), positions)
+        axes[sin[0, 0, :half] != 0] = axis
+    return axes
+
+
+@pytest.mark.parametrize(
+    ("section", "head_dim"), [((24, 20, 20), 128), ((4, 2, 2), 16), ((2, 3, 3), 16)], ids=["8B", "tiny", "clipped"]
+)
+def test_interleaved_axes_equal_qwen3_vl_rotary_embedding(section, head_dim):
+    rotary = _qwen3_rotary(section, head_dim)
+    rope = RopeSpec(theta=5_000_000.0, rotary_dim=head_dim, mrope_section=section, mrope_layout="interleaved")
+    axes = frequency_axes(rope)
+    assert torch.equal(axes, _probed_axes(rotary, head_dim // 2))
+    if section == (24, 20, 20):  # THW x 20 then TTTT
+        assert axes.tolist() == [0, 1, 2] * 20 + [0] * 4
+    # Random positions (not a grid; small enough for the module's float32 angles): the mean of its cos and sin.
+    position_ids = torch.randint(0, 2_000, (3, 50), generator=torch.Generator().manual_seed(0))
+    model_cos, model_sin = rotary(torch.zeros(1, 50, 8, dtype=torch.float64), position_ids[:, None, :])
+    c, s = ivc_scores(position_ids, rope, "section")
+    torch.testing.assert_close(c, model_cos[0].float().mean(-1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(s, model_sin[0].float().mean(-1), rtol=0, atol=1e-5)
+    # The release's rule ignores the axis map: the same on both layouts.
+    block = RopeSpec(theta=5_000_000.0, rotary_dim=head_dim, mrope_section=section)
+    for got, want in zip(ivc_scores(position_ids, rope), ivc_scores(position_ids, block), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_block_axes_equal_qwen2_5_vl_rotary_embedding():
+    config = Qwen2_5_VLTextConfig(
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [4, 6, 6]},
+    )
+    rope = RopeSpec(theta=1_000_000.0, rotary_dim=32, mrope_section=(4, 6, 6))
+    assert torch.equal(frequency_axes(rope), _probed_axes(Qwen2_5_VLRotaryEmbedding(config), 16))
 
 
 def test_partial_rotary_scores_average_only_the_rotated_dims():
@@ -181,6 +238,12 @@ def test_ivc_tokens_is_the_sorted_union_of_both_rankings():
             r"mrope_section \(2, 2, 2\) must sum to rotary_dim // 2 = 8",
         ),
         (torch.zeros(1, 4, dtype=torch.long), RopeSpec(1e4, 7), "axis_mean", "rotary_dim must be an even number"),
+        (
+            torch.zeros(3, 4, dtype=torch.long),
+            RopeSpec(1e6, 16, mrope_section=(2, 3, 3), mrope_layout="spiral"),
+            "section",
+            "mrope_layout must be one of",
+        ),
     ],
 )
 def test_bad_inputs_raise_clearly(position_ids, rope, mode, message):

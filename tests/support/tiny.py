@@ -17,8 +17,11 @@ TINY_ROOT = Path(__file__).resolve().parents[2] / ".make" / "tiny-models"
 # family -> (adapter class name in MODEL_CLASSES, constructor options of the tiny checkpoint)
 ADAPTERS = {
     "qwen2_5_vl": ("Qwen2_5_VL", dict(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)),
+    "qwen2_vl": ("Qwen2_VL", dict(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)),
+    "qwen3_vl": ("Qwen3_VL", dict(min_pixels=4 * 32 * 32, max_pixels=64 * 32 * 32)),
     "llava": ("Llava", {}),
     "llava_next": ("LlavaNext", {}),
+    "llava_onevision": ("LlavaOneVision", {}),
     "internvl": ("InternVL", {}),
     "deepseek_vl2": ("DeepseekVL2", {}),
 }

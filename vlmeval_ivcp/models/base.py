@@ -95,6 +95,28 @@ def split_message(message: Message) -> tuple[list[str], list[str]]:
     return images, texts
 
 
+def image_only(processor_class: type) -> type:
+    """`processor_class` (whose third argument is its video processor) built without a video processor: video
+    processors need torchvision, absent on the CPU path, and this project feeds images only."""
+
+    class ImageOnly(processor_class):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = f"ImageOnly{processor_class.__name__}"
+    ImageOnly.__doc__ = f"{processor_class.__name__} without its video processor (images only, no torchvision)."
+    return ImageOnly
+
+
+def shipped_chat_template(processor_class: type, model_path: str, tokenizer: Any) -> str | None:
+    """The checkpoint's own chat template: the processor's (chat_template.jinja or the legacy chat_template.json),
+    else the tokenizer's, else None."""
+    processor_dict, _ = processor_class.get_processor_dict(model_path)
+    template = processor_dict.get("chat_template") or tokenizer.chat_template
+    # A folder may ship several named templates; the unnamed one is "default".
+    return template.get("default") if isinstance(template, dict) else template
+
+
 class PrunedVLM(ABC):
     """Base of the family adapters.
 
@@ -208,6 +230,19 @@ class PrunedVLM(ABC):
     def chat_prompt(self, images: int, text: str) -> str:
         """The family's chat format for one user turn holding `images` images and `text`."""
 
+    def template_prompt(self, images: int, text: str) -> str | None:
+        """One user turn (images first, then the text) through the processor's chat template; None without one."""
+        if getattr(self.processor, "chat_template", None) is None:
+            return None
+        content = [{"type": "image"}] * images + [{"type": "text", "text": text}]
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    def processor_images(self, prompts: list[str], images: list[Image.Image]) -> list[Any]:
+        """The images as the processor takes them: the flat list by default (in prompt order)."""
+        return images
+
     def processor_options(self, dataset: str | None) -> dict[str, Any]:
         """Extra processor arguments for images of `dataset` (e.g. a pixel budget); none by default."""
         return {}
@@ -219,7 +254,11 @@ class PrunedVLM(ABC):
         whose forward inputs do not carry the tiling (the engine's layout-aware methods read it).
         """
         inputs = self.processor(
-            text=prompts, images=images or None, padding=True, return_tensors="pt", **self.processor_options(dataset)
+            text=prompts,
+            images=self.processor_images(prompts, images) or None,
+            padding=True,
+            return_tensors="pt",
+            **self.processor_options(dataset),
         ).data
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

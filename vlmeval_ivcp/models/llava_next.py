@@ -15,17 +15,8 @@ from transformers import (
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
 from ..pruning.layout import ImageLayout, View
-from .base import PrunedVLM
+from .base import PrunedVLM, shipped_chat_template
 from .llava import clip_token_options, llava_chat_prompt
-
-
-def _shipped_chat_template(model_path: str, tokenizer: Any) -> str | None:
-    """The checkpoint's own chat template: the processor's (chat_template.jinja or the legacy chat_template.json),
-    else the tokenizer's, else None."""
-    processor_dict, _ = LlavaNextProcessor.get_processor_dict(model_path)
-    template = processor_dict.get("chat_template") or tokenizer.chat_template
-    # A folder may ship several named templates; the unnamed one is "default".
-    return template.get("default") if isinstance(template, dict) else template
 
 
 class LlavaNext(PrunedVLM):
@@ -49,18 +40,13 @@ class LlavaNext(PrunedVLM):
             LlavaNextImageProcessorPil.from_pretrained(model_path),
             tokenizer,
             **clip_token_options(model.config),
-            chat_template=_shipped_chat_template(model_path, tokenizer),
+            chat_template=shipped_chat_template(LlavaNextProcessor, model_path, tokenizer),
         )
         return model, processor
 
     def chat_prompt(self, images: int, text: str) -> str:
         """The checkpoint's chat template for one user turn (images first), or LLaVA's vicuna format without one."""
-        if self.processor.chat_template is None:
-            return llava_chat_prompt(images, text)
-        content = [{"type": "image"}] * images + [{"type": "text", "text": text}]
-        return self.processor.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
+        return self.template_prompt(images, text) or llava_chat_prompt(images, text)
 
     def view_layouts(self, images: list[Image.Image]) -> list[ImageLayout]:
         """Each image's token layout (base view, then the unpadded tiles with a newline after each row), for drawing

@@ -1,4 +1,5 @@
-"""Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), loaded from a hub id or a local checkpoint."""
+"""Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), loaded from a hub id or a local checkpoint; the base of the
+other Qwen-VL adapters (Qwen2-VL, Qwen3-VL), which differ only in the classes, pixel unit, prompt and box frame."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from .base import PrunedVLM
+from .base import PrunedVLM, image_only
 from .prompts import QWEN2_VL_PROMPTS
 from .qwen_images import fetch_image
 
@@ -18,18 +19,15 @@ DATASET_MIN_PIXELS = {"OCRBench": 10 * 10 * 28 * 28}
 SYSTEM_PROMPT = "You are a helpful assistant."
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
-
-class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL's processor without its video processor (which needs torchvision, absent on the CPU path)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+ImageOnlyQwenProcessor = image_only(Qwen2_5_VLProcessor)
 
 
-def qwen_chat_prompt(images: int, text: str, system: str = SYSTEM_PROMPT) -> str:
-    """Qwen2.5-VL's chat format for one user turn: the images first, then the text, then the assistant cue."""
+def qwen_chat_prompt(images: int, text: str, system: str | None = SYSTEM_PROMPT) -> str:
+    """Qwen-VL's chat format for one user turn: the images first, then the text, then the assistant cue (no
+    system turn when `system` is None)."""
+    system_turn = "" if system is None else f"<|im_start|>system\n{system}<|im_end|>\n"
     return (
-        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+        f"{system_turn}<|im_start|>user\n"
         f"{IMAGE_PLACEHOLDER * images}{text}<|im_end|>\n<|im_start|>assistant\n"
     )
 
@@ -47,6 +45,12 @@ class Qwen2_5_VL(PrunedVLM):
 
     grounding_frame = "qwen25vl_abs"
     custom_prompts = QWEN2_VL_PROMPTS
+    model_class: type = Qwen2_5_VLForConditionalGeneration
+    processor_class: type = ImageOnlyQwenProcessor
+    # Per-dataset minimum pixel budgets (VLMEvalKit's, for 28-pixel tokens).
+    dataset_min_pixels: dict[str, int] = DATASET_MIN_PIXELS
+    # The prompt's system turn when the checkpoint ships no chat template (None: no system turn).
+    system_prompt: str | None = SYSTEM_PROMPT
 
     def __init__(self, model_path: str, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, **kwargs: Any):
         self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
@@ -54,17 +58,17 @@ class Qwen2_5_VL(PrunedVLM):
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
         model, tokenizer = self.load_model_and_tokenizer(
-            Qwen2_5_VLForConditionalGeneration, model_path, attn_implementation, dtype, device_map
+            self.model_class, model_path, attn_implementation, dtype, device_map
         )
-        processor = ImageOnlyQwenProcessor(Qwen2VLImageProcessorPil.from_pretrained(model_path), tokenizer)
+        processor = self.processor_class(Qwen2VLImageProcessorPil.from_pretrained(model_path), tokenizer)
         return model, processor
 
     def pixel_budget(self, dataset: str | None) -> dict[str, int]:
-        shortest = DATASET_MIN_PIXELS.get(dataset or "", self.min_pixels)
+        shortest = self.dataset_min_pixels.get(dataset or "", self.min_pixels)
         return {"shortest_edge": shortest, "longest_edge": self.max_pixels}
 
     def chat_prompt(self, images: int, text: str) -> str:
-        return qwen_chat_prompt(images, text)
+        return qwen_chat_prompt(images, text, self.system_prompt)
 
     def load_image(self, path: str, dataset: str | None) -> Any:
         budget = self.pixel_budget(dataset)

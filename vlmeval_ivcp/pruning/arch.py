@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from .context import RopeSpec
+from .inject import VisualInjection
 from .layout import ImageLayout
 
 
@@ -48,6 +49,11 @@ class DecoderArch:
         image_token_attr (`str`): config attribute with the image placeholder token id.
         layouts (`Callable` or `None`): `(forward kwargs, config) -> [ImageLayout]`, one per image of the batch in
             order, when the forward inputs say how the images are laid out.
+        mrope_layout (`str`): for M-RoPE decoders, how the rotary module assigns frequencies to the t/h/w axes
+            (`"block"` or `"interleaved"`, see `rope.frequency_axes`). Fixed by the class, not the config: Qwen3-VL
+            configs carry `mrope_interleaved`, which transformers never reads.
+        injections (`VisualInjection` or `None`): per-layer additions to the visual tokens that the text model
+            receives (Qwen3-VL's DeepStack); the engine carries them to the kept tokens (`inject.py`).
     """
 
     multimodal: str
@@ -56,7 +62,13 @@ class DecoderArch:
     text_config: str = "text_config"
     image_token_attr: str = "image_token_id"
     layouts: Callable[[dict[str, Any], Any], list[ImageLayout] | None] | None = None
+    mrope_layout: str = "block"
+    injections: VisualInjection | None = None
 
+
+_DEEPSTACK = VisualInjection(embeds="deepstack_visual_embeds", mask="visual_pos_masks")
+# What `Qwen3VLTextRotaryEmbedding` falls back to when the config gives no section.
+_INTERLEAVED_DEFAULT_SECTION = (24, 20, 20)
 
 # Every supported family nests its decoder the same way: `model` (multimodal) -> `model.language_model` (decoder).
 _LLAVA_STYLE_PATHS = partial(
@@ -66,9 +78,14 @@ _LLAVA_STYLE_PATHS = partial(
 ARCHS: dict[str, DecoderArch] = {
     "qwen2_5_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts),
     "qwen2_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts),
+    # Interleaved M-RoPE; DeepStack adds ViT features to the visual tokens after the first decoder layers.
+    "qwen3_vl": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts, mrope_layout="interleaved", injections=_DEEPSTACK),
+    "qwen3_vl_moe": _LLAVA_STYLE_PATHS(layouts=_qwen_layouts, mrope_layout="interleaved", injections=_DEEPSTACK),
     "llava": _LLAVA_STYLE_PATHS(layouts=_llava_layouts),
     # Anyres tiles with newline tokens: no single grid.
     "llava_next": _LLAVA_STYLE_PATHS(),
+    # Base view, then the unpadded tile grid with newlines: the wrapper passes the layout.
+    "llava_onevision": _LLAVA_STYLE_PATHS(),
     # Tiles and a thumbnail: the wrapper passes the tiling (`Pruner.set_image_layouts`).
     "internvl": _LLAVA_STYLE_PATHS(),
     # Assembled in vlmeval_ivcp.models.deepseek_vl2 (transformers has no class); its wrapper passes the views.
@@ -91,8 +108,12 @@ def get_submodule(model: nn.Module, path: str) -> Any:
     return module
 
 
-def rope_spec(text_config: Any) -> RopeSpec:
-    """The decoder's RoPE from its config (transformers 5 keeps theta and M-RoPE sections in `rope_parameters`)."""
+def rope_spec(text_config: Any, mrope_layout: str = "block") -> RopeSpec:
+    """The decoder's RoPE from its config (transformers 5 keeps theta and M-RoPE sections in `rope_parameters`).
+
+    `mrope_layout` is the family's frequency-to-axis map (`DecoderArch.mrope_layout`); an interleaved decoder without
+    a section in its config uses its rotary module's default, (24, 20, 20).
+    """
     params = getattr(text_config, "rope_parameters", None) or {}
     theta = params.get("rope_theta", getattr(text_config, "rope_theta", None))
     if theta is None:
@@ -102,5 +123,16 @@ def rope_spec(text_config: Any) -> RopeSpec:
     rotary_dim = getattr(text_config, "qk_rope_head_dim", None) or int(
         head_dim * params.get("partial_rotary_factor", 1.0)
     )
-    section = params.get("mrope_section")
-    return RopeSpec(theta=float(theta), rotary_dim=rotary_dim, mrope_section=tuple(section) if section else None)
+    section = params.get("mrope_section") or (_INTERLEAVED_DEFAULT_SECTION if mrope_layout == "interleaved" else None)
+    return RopeSpec(
+        theta=float(theta),
+        rotary_dim=rotary_dim,
+        mrope_section=tuple(section) if section else None,
+        mrope_layout=mrope_layout,
+    )
+
+
+def model_rope_spec(model: nn.Module) -> RopeSpec:
+    """The RoPE description of a supported model: its decoder config read with its family's M-RoPE layout."""
+    arch = arch_for(model)
+    return rope_spec(getattr(model.config, arch.text_config), arch.mrope_layout)

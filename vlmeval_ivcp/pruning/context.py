@@ -23,11 +23,20 @@ class RopeSpec:
         rotary_dim (`int`): the rotated width of one head (`D`; pairs are `D // 2`).
         mrope_section (`tuple[int, ...]` or `None`): Qwen-style M-RoPE split of the `D // 2` frequencies over the
             (t, h, w) axes; `None` for plain 1D RoPE.
+        mrope_layout (`str`): how the split assigns frequencies to axes (`rope.MROPE_LAYOUTS`): `"block"`
+            (Qwen2-VL, Qwen2.5-VL: consecutive blocks t, h, w) or `"interleaved"` (Qwen3-VL: t, h, w, t, h, w, ...);
+            `rope.frequency_axes` turns it into the axis of each frequency.
     """
 
     theta: float
     rotary_dim: int
     mrope_section: tuple[int, ...] | None = None
+    mrope_layout: str = "block"
+
+    @property
+    def position_rows(self) -> int:
+        """How many position-id rows rotate a token: 3 (t, h, w) for M-RoPE, 1 for 1D RoPE."""
+        return 1 if self.mrope_section is None else 3
 
 
 @dataclass(frozen=True)

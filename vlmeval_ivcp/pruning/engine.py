@@ -8,10 +8,11 @@ Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 - multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
   continues this prefill and supplies the original position ids when the caller gave none;
 - text-model pre-hook: at prefill records positions (and, when the arch found no image grid, reads it from the
-  M-RoPE positions) and runs a before-LLM cut; at decode gathers the 2D mask to the columns layer 0's cache holds
-  and checks the positions;
-- layer pre-hooks: at a cut, select and gather the hidden states; on later layers, gather the RoPE tables, position
-  ids and mask; at decode, gather the mask columns of layers whose cache holds a different set than layer 0;
+  M-RoPE positions), takes over the family's visual additions (DeepStack, `inject.py`), runs a before-LLM cut;
+  at decode gathers the 2D mask to the columns layer 0's cache holds and checks the positions;
+- layer pre-hooks: add the previous layer's visual additions to the tokens alive; at a cut, select and gather the
+  hidden states; on later layers, gather the RoPE tables, position ids and mask; at decode, gather the mask columns
+  of layers whose cache holds a different set than layer 0;
 - text-model post-hook: trims the caches (policy `all`) and publishes the selection (`Pruner.last`).
 """
 
@@ -24,11 +25,12 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from .arch import arch_for, get_submodule, rope_spec
+from .arch import arch_for, get_submodule, model_rope_spec
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
 from .gather import decode_columns, gather_mask, gather_positions, gather_seq, hide_keys, position_in
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
+from .inject import take_injections
 from .layout import ImageLayout
 from .registry import MethodSpec, get_method, make_config, method_of_config
 from .selection import select_cut
@@ -60,7 +62,7 @@ class Pruner:
         self._multimodal = get_submodule(model, arch.multimodal)
         self._text_model = get_submodule(model, arch.text_model)
         self._layers: nn.ModuleList = get_submodule(model, arch.layers)
-        self._rope = rope_spec(text_config)
+        self._rope = model_rope_spec(model)
         self._image_token_id = int(getattr(model.config, arch.image_token_attr))
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
@@ -207,7 +209,7 @@ class Pruner:
         """Original position ids of the next token, in the shape the model's forward takes."""
         assert state.rope_positions is not None
         nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
-        return nxt if self._rope.mrope_section is not None else nxt[0]
+        return nxt if self._rope.position_rows > 1 else nxt[0]
 
     def _on_text_model(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         state = self._state
@@ -217,6 +219,10 @@ class Pruner:
         if cache is not None and cache.get_seq_length() > 0:
             return args, self._decode_text_kwargs(state, kwargs)
         embeds = kwargs["inputs_embeds"]
+        if self._arch.injections is not None:
+            kwargs, state.injections = take_injections(
+                kwargs, self._arch.injections, state.visual_mask, len(self._layers)
+            )
         state.rope_positions = _rope_rows(kwargs.get("position_ids"), embeds.shape[0], embeds.shape[1], embeds.device)
         if state.layouts is None and self._rope.mrope_section is not None:
             # generate() encodes the images before prefill and drops `image_grid_thw` from the forward's kwargs, so
@@ -230,7 +236,7 @@ class Pruner:
         state.base_keep = state.keep = full
         state.base_live = state.live = torch.ones_like(full, dtype=torch.bool)
         if self._cuts[0].layer != 0:
-            return None
+            return args, kwargs
         rel = select_cut(state, self._cuts[0], embeds, {}, self.method, self.config, self._rope)
         kwargs = dict(kwargs, inputs_embeds=gather_seq(embeds, rel))
         if kwargs.get("position_ids") is None:
@@ -282,6 +288,9 @@ class Pruner:
                 return None
             if state.held is not None:  # decoding
                 return self._decode_layer_kwargs(state, index, args, kwargs)
+            injected = state.injections is not None and 0 < index <= len(state.injections.embeds)
+            if injected:  # the previous layer's visual additions, on the tokens alive after it
+                args = (state.injections.add(args[0], state.keep, index - 1),) + args[1:]
             if index in self._cut_at:
                 hidden = args[0]
                 if index in self._cut_taps:
@@ -293,7 +302,7 @@ class Pruner:
                 args = (gather_seq(hidden, rel),) + args[1:]
                 state.stage_kwargs = self._gather_layer_kwargs(state, kwargs, hidden.dtype)
             if state.stage_kwargs is None:
-                return None
+                return (args, kwargs) if injected else None
             return args, dict(kwargs, **state.stage_kwargs)
 
         return hook
@@ -378,6 +387,7 @@ class Pruner:
             for index, live in enumerate(held_live)
         ]
         state.stage_kwargs = None
+        state.injections = None
         for tap in self._taps:
             tap.armed = False
         ordinal = state.visual_mask.long().cumsum(dim=1) - 1

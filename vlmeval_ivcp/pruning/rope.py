@@ -16,6 +16,7 @@ import torch
 from .context import RopeSpec, sorted_keep
 
 MROPE_MODES = ("axis_mean", "section")
+MROPE_LAYOUTS = ("block", "interleaved")
 
 
 def rotary_frequencies(rope: RopeSpec, device: torch.device | str | None = None) -> torch.Tensor:
@@ -37,6 +38,8 @@ def _check_positions(position_ids: torch.Tensor, rope: RopeSpec, mode: str) -> N
         raise ValueError(f"mode must be one of {MROPE_MODES}, got {mode!r}")
     if rope.rotary_dim < 2 or rope.rotary_dim % 2:
         raise ValueError(f"rope.rotary_dim must be an even number >= 2, got {rope.rotary_dim}")
+    if rope.mrope_layout not in MROPE_LAYOUTS:
+        raise ValueError(f"rope.mrope_layout must be one of {MROPE_LAYOUTS}, got {rope.mrope_layout!r}")
     if position_ids.dim() != 2:
         raise ValueError(f"position_ids must be [A, L], got shape {tuple(position_ids.shape)}")
     n_axes = position_ids.shape[0]
@@ -52,10 +55,28 @@ def _check_positions(position_ids: torch.Tensor, rope: RopeSpec, mode: str) -> N
         )
 
 
-def _section_axes(mrope_section: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Which position row (0=t, 1=h, 2=w) rotates each frequency: block j of the split uses row j % 3."""
-    block_axes = torch.arange(len(mrope_section), device=device) % 3
-    return block_axes.repeat_interleave(torch.tensor(mrope_section, device=device))
+def frequency_axes(rope: RopeSpec, device: torch.device | str | None = None) -> torch.Tensor:
+    """Which position row rotates each of the `D // 2` frequencies (0 = t, 1 = h, 2 = w; all 0 for 1D RoPE).
+
+    - `"block"` (Qwen2-VL, Qwen2.5-VL): block j of `mrope_section` uses row j % 3 (t, h, w in consecutive runs).
+    - `"interleaved"` (Qwen3-VL): frequency i uses h if i ≡ 1 (mod 3) and i < 3·s_h, w if i ≡ 2 (mod 3) and
+      i < 3·s_w, else t: the index rule of transformers' `Qwen3VLTextRotaryEmbedding.recomposition_frequencies`,
+      which also clips a section that does not fit (so the counts need not equal the section's).
+
+    Returns:
+        `LongTensor [D // 2]`.
+    """
+    half = rope.rotary_dim // 2
+    if rope.mrope_section is None:
+        return torch.zeros(half, dtype=torch.long, device=device)
+    if rope.mrope_layout == "block":
+        block_axes = torch.arange(len(rope.mrope_section), device=device) % 3
+        return block_axes.repeat_interleave(torch.tensor(rope.mrope_section, device=device))
+    index = torch.arange(half, device=device)
+    axes = torch.zeros(half, dtype=torch.long, device=device)
+    for axis in (1, 2):
+        axes[(index % 3 == axis) & (index < 3 * rope.mrope_section[axis])] = axis
+    return axes
 
 
 def ivc_scores(
@@ -72,8 +93,8 @@ def ivc_scores(
         rope (`RopeSpec`): the decoder's rotary embedding.
         mode (`str`): for M-RoPE only (1D RoPE gives the same result in both modes):
             - `"axis_mean"` (the release): average over the 3 axes *and* all frequencies, ignoring `mrope_section`;
-            - `"section"`: frequency `i` uses the axis the model rotates it by (block j of `mrope_section` -> axis
-              j % 3, as transformers' Qwen2.5-VL rotary embedding recomposes them).
+            - `"section"`: frequency `i` uses the axis the model rotates it by (`frequency_axes`: the block or
+              interleaved map of `rope.mrope_layout`), so `c` and `s` are the mean of the model's own cos/sin.
         dtype (`torch.dtype` or `None`): `None`: angles and means in float64. A dtype (the model's): the model's
             own tables, as the release reads them: angles in float32, cos/sin rounded to `dtype`, means in `dtype`.
 
@@ -88,7 +109,7 @@ def ivc_scores(
         exponents = torch.arange(0, rope.rotary_dim, 2, device=position_ids.device).float() / rope.rotary_dim
         frequencies, positions = 1.0 / (float(rope.theta) ** exponents), position_ids.float()
     if rope.mrope_section is not None and mode == "section":
-        axes = _section_axes(rope.mrope_section, position_ids.device)
+        axes = frequency_axes(rope, position_ids.device)
         angles = positions[axes].T * frequencies  # [L, D/2]: frequency i at its own axis' position
     else:
         angles = positions[..., None] * frequencies  # [A, L, D/2]; the mean runs over axes and frequencies

@@ -37,6 +37,20 @@ def byte_level_tokenizer(tokenizer_cls: type, special_tokens: tuple[str, ...], *
     return tokenizer
 
 
+def chat_text_config(tokenizer: Any, num_layers: int, **extra: Any) -> dict[str, Any]:
+    """The tiny decoder of a family whose turns end with `<|im_end|>` (Qwen-based LLMs): the shared widths,
+    `num_layers` layers, the tokenizer's vocabulary and ids, and `extra` config keys (model_type, RoPE, ...)."""
+    return dict(
+        vocab_size=len(tokenizer),
+        **TINY_TEXT_WIDTHS,
+        **extra,
+        num_hidden_layers=num_layers,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+
+
 def random_model(model_cls: type, config: Any, seed: int, vision_prefix: str, eos_id: int, pad_id: int):
     """`model_cls(config)` with seeded random weights and greedy-decoding token ids set."""
     torch.manual_seed(seed)
@@ -51,8 +65,10 @@ def random_model(model_cls: type, config: Any, seed: int, vision_prefix: str, eo
     return model
 
 
-# One module per family in this package, each exposing `build(path, seed=0, num_layers=4) -> Path`.
-TINY_FAMILIES = ("qwen2_5_vl", "llava", "llava_next", "internvl", "deepseek_vl2")
+# One module per family in this package, each exposing `build(path, seed=0, num_layers=...) -> Path`.
+TINY_FAMILIES = (
+    "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next", "llava_onevision", "internvl", "deepseek_vl2"
+)
 
 
 # A finished checkpoint folder holds at least these; older releases built in place and could leave a partial one.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import TINY_TEXT_WIDTHS, byte_level_tokenizer, random_model
+from . import byte_level_tokenizer, chat_text_config, random_model
 
 INTERNVL_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
@@ -18,10 +18,11 @@ PATCH_SIZE = 14
 MAX_TILES = 4
 
 
-def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
+def build(path: str | Path, seed: int = 0, num_layers: int = 4, text_model_type: str = "qwen2") -> Path:
     """Write a tiny InternVL checkpoint to `path` (created) and return it.
 
-    Text (Qwen2): hidden 64, 4 heads of 16 (2 KV heads); vision (InternViT): 2 layers of width 32 on 112x112 tiles
+    Text (Qwen2 as InternVL2.5/3, or with `text_model_type="qwen3"` Qwen3 as InternVL3.5: QK-norm, explicit
+    `head_dim`): hidden 64, 4 heads of 16 (2 KV heads); vision (InternViT): 2 layers of width 32 on 112x112 tiles
     in 14-pixel patches, an 8x8 grid that the 0.5 pixel shuffle folds into 4x4 = 16 visual tokens per tile. The saved
     image processor tiles dynamically into at most 4 tiles plus a thumbnail.
     """
@@ -42,14 +43,12 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
     downsample_ratio = 0.5
     tokens_per_tile = int((TILE_SIZE // PATCH_SIZE * downsample_ratio) ** 2)
     config = InternVLConfig(
-        text_config=dict(
-            model_type="qwen2",
-            vocab_size=len(tokenizer),
-            **TINY_TEXT_WIDTHS,
-            num_hidden_layers=num_layers,
-            eos_token_id=token("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=None,
+        text_config=chat_text_config(
+            tokenizer,
+            num_layers,
+            model_type=text_model_type,
+            # Qwen3's config defaults to head_dim 128 instead of deriving it from the widths.
+            **({"head_dim": 16} if text_model_type == "qwen3" else {}),
         ),
         vision_config=dict(
             hidden_size=32,
