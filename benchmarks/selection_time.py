@@ -279,6 +279,8 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "resprune": dict(ratio=ratio),
         "divprune": dict(ratio=ratio),
         "uniform": dict(ratio=ratio),
+        "dart": dict(ratio=ratio, layer=middle),
+        "cdpruner": dict(ratio=ratio),
     }
 
 

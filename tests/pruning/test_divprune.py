@@ -7,7 +7,6 @@ import torch
 from support.contexts import make_context
 
 from vlmeval_ivcp.pruning.context import SelectionContext
-from vlmeval_ivcp.pruning.methods import divprune
 from vlmeval_ivcp.pruning.methods.divprune import DivPruneConfig, divprune_select, farthest_point_order
 from vlmeval_ivcp.pruning.registry import get_method
 
@@ -65,14 +64,6 @@ def test_matches_the_whole_matrix_reference(seed):
         features = features.bfloat16()
     k = n_tokens // 2 + seed
     assert farthest_point_order(features, k).tolist() == _reference_order(features, k)
-
-
-def test_blocked_nearest_neighbour_search_gives_the_same_order(monkeypatch):
-    generator = torch.Generator().manual_seed(1)
-    features = torch.randn(40, 5, generator=generator)
-    whole = farthest_point_order(features, 10)
-    monkeypatch.setattr(divprune, "_DISTANCE_BLOCK_ELEMENTS", 7 * 40)  # blocks of 7 rows, the last one short
-    assert farthest_point_order(features, 10).tolist() == whole.tolist()
 
 
 def test_zero_vectors_and_duplicates_give_distinct_picks_without_nan():

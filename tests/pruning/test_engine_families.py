@@ -75,8 +75,10 @@ def test_keeping_everything_is_the_unpruned_model(family, attention, options):
         dict(method="random", cache_policy="after", seed=3, layer=LAYER),
         dict(method="random", scope="before_llm", seed=3, layer=0),
         dict(method="ivc_prune", layer=LAYER),
+        dict(method="dart", layer=LAYER),
+        dict(method="cdpruner", layer=0),
     ],
-    ids=["random-all", "random-after", "before-llm", "ivc_prune"],
+    ids=["random-all", "random-after", "before-llm", "ivc_prune", "dart", "cdpruner"],
 )
 def test_pruned_runs_equal_the_masked_reference(family, attention, batch, options):
     model, inputs, layouts = _setup(family, attention, batch)

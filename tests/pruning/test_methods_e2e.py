@@ -35,6 +35,7 @@ NEW_TOKENS = 3
 BEFORE_LLM = {
     "resprune": dict(ratio=0.25),
     "divprune": dict(ratio=0.25),
+    "cdpruner": dict(ratio=0.25),
     "uniform": dict(ratio=0.25),
     "random": dict(ratio=0.25, scope="before_llm", layer=0, seed=2),
 }
@@ -44,6 +45,7 @@ EVERY_METHOD = [
     ("fastv", dict(ratio=0.5, layer=2)),
     ("pdrop", dict(layers=(1, 2, 3))),
     ("ivc_prune", dict(ratio=0.5, layer=2)),
+    ("dart", dict(ratio=0.5, layer=2, preset="matched")),  # the official count is checked below
     *BEFORE_LLM.items(),
 ]
 
@@ -207,6 +209,8 @@ def test_pdrop_scores_each_stage_with_its_own_layers_attention_before_the_drop()
         ("sdpa", "pdrop", dict(layers=(1, 2, 3))),
         ("eager", "pdrop", dict(layers=(1, 2, 3))),
         ("sdpa", "pdrop", dict(layers=(1, 3), stage_ratios=(0.75, 0.5), cache_policy="all")),
+        ("sdpa", "dart", dict(ratio=0.5, layer=2)),
+        ("eager", "dart", dict(ratio=0.75, layer=1, preset="matched", cache_policy="all")),
     ],
 )
 def test_attention_methods_equal_the_masked_reference(attention, method, options):
@@ -222,3 +226,19 @@ def test_attention_methods_equal_the_masked_reference(attention, method, options
     held = [alive[-1]] * N_LAYERS if config.cache_policy == "all" else alive
     assert pruner.last.cache_lengths == [keep.shape[1] for keep in held]
     check_pruned_run(model, inputs, prefill, out, alive, held, attention)
+
+
+def test_dart_reads_layer_k_input_through_the_final_norm_and_keeps_the_official_count():
+    wrapper = tiny_wrapper("sdpa")
+    model = wrapper.model
+    inputs = qwen_inputs(wrapper, QUESTIONS)
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[2]  # the input of layer 2
+        normed = model.model.language_model.norm(hidden)
+    pruner, contexts = recording_pruner(model, "dart", ratio=0.5, layer=2)
+    with pruner, torch.no_grad():
+        model(**inputs)
+    for row, ctx in enumerate(contexts):
+        assert (ctx.normed_hidden_states - normed[row]).abs().max() <= 1e-5
+    # 8 of 16 visual tokens asked: every pivot claims 8 // 8 = 1, so 4 + 8 are kept.
+    assert [len(kept) for kept in pruner.last.kept] == [12, 12]

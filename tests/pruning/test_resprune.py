@@ -93,6 +93,16 @@ def test_every_rule_matches_the_projector_reference(case):
         assert residual_greedy(features, weight, k).tolist() == _reference_order_with_fallbacks(features, weight, k)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_gram_space_greedy_keeps_the_sets_of_the_feature_space_greedy(seed):
+    # Larger random inputs (more tokens than dimensions, bf16 as the model hands them): the pivoted Cholesky on the
+    # Gram matrix picks what the step-by-step projector definition picks, past the rank of the features too.
+    generator = torch.Generator().manual_seed(10 + seed)
+    features = torch.randn(72, 40, generator=generator).bfloat16()
+    weight = torch.rand(72, generator=generator)
+    assert residual_greedy(features, weight, 56).tolist() == _reference_order_with_fallbacks(features, weight, 56)
+
+
 def test_orthogonal_tokens_all_picked_before_a_duplicate():
     # Four orthogonal tokens, and a duplicate of the largest one: it ties with its twin, then has no energy left.
     features = torch.zeros(5, 6)

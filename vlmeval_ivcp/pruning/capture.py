@@ -26,11 +26,17 @@ _TAP_ATTR = "_vlmeval_ivcp_tap"
 Sink = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], None]
 
 
+class _StatesRead(Exception):
+    """Ends a `call` made only to read the states, before the attention itself and the output projection run."""
+
+
 def _tapped_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     tap: AttentionTap = getattr(module, _TAP_ATTR)
     module.config = tap.config  # the model's own function may read its implementation name back
     scaling = kwargs.get("scaling")
     tap.sink(query, key, value, float(scaling if scaling is not None else query.shape[-1] ** -0.5))
+    if tap.reading_only:
+        raise _StatesRead
     return tap.attention_function(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -51,6 +57,7 @@ class AttentionTap:
             raise TypeError(f"{type(module).__name__} has no `config`: cannot read its attention states")
         self.module, self.sink = module, sink
         self.armed = False
+        self.reading_only = False
         self.config: Any = None
         self.attention_function: Callable | None = None
         self.handles = [
@@ -61,11 +68,16 @@ class AttentionTap:
     def call(self, **inputs: Any) -> None:
         """Run the module once on `inputs` with its states sent to `sink`, calling `forward` directly: an extra call
         made only to read the states must not reach forward hooks (transformers records `output_attentions` there).
+        The call stops as soon as the states are read: its attention output is never used.
         """
         self._swap_in(self.module)
+        self.reading_only = True
         try:
             self.module.forward(**inputs)
+        except _StatesRead:
+            pass
         finally:
+            self.reading_only = False
             self._after(self.module, (), None)
 
     def _before(self, module: nn.Module, args: tuple) -> None:

@@ -55,6 +55,8 @@ class SelectionContext:
         rope (`RopeSpec`): the decoder's rotary embedding.
         hidden_states (`Tensor [S, D]` or `None`): the input of the cut layer (for a before-LLM cut, the input
             embeddings), when the method asks for it.
+        normed_hidden_states (`Tensor [S, D]` or `None`): the input of the cut layer passed through the decoder's
+            final norm (the one before the LM head), when the method asks for it (in-LLM cuts only).
         values (`Tensor [H, S, d]` or `None`): value vectors of the layer before the cut, from that layer's own
             projection of its normalised input, grouped-query heads expanded, when the method asks for them.
         queries (`Tensor [H, 1, d]` or `None`), keys (`Tensor [H, S, d]` or `None`): the RoPE-rotated query of the
@@ -75,6 +77,7 @@ class SelectionContext:
     position_ids: torch.Tensor
     rope: RopeSpec
     hidden_states: torch.Tensor | None = None
+    normed_hidden_states: torch.Tensor | None = None
     values: torch.Tensor | None = None
     queries: torch.Tensor | None = None
     keys: torch.Tensor | None = None

@@ -295,6 +295,8 @@ class Pruner:
                 hidden = args[0]
                 if index in self._cut_taps:
                     self._attend_before_cut(module, index, hidden, dict(kwargs, **(state.stage_kwargs or {})))
+                if "normed_hidden_states" in self.method.needs:
+                    self._normalise_before_cut(hidden)
                 rel = select_cut(
                     state, self._cut_at[index], hidden, state.captured, self.method, self.config, self._rope
                 )
@@ -432,6 +434,17 @@ class Pruner:
         start = clock(hidden)
         inputs = {name: kwargs[name] for name in _ATTENTION_INPUTS if name in kwargs}
         self._cut_taps[index].call(hidden_states=layer.input_layernorm(hidden), **inputs)
+        self._state.record.select_seconds += clock(hidden) - start
+
+
+    def _normalise_before_cut(self, hidden: torch.Tensor) -> None:
+        """The cut layer's input through the decoder's final norm, for methods that compare tokens in the space the
+        LM head reads (DART). Counted as selection time."""
+        norm = getattr(self._text_model, "norm", None)
+        if not isinstance(norm, nn.Module):
+            raise TypeError(f"{type(self._text_model).__name__} has no final `norm`: cannot give normed_hidden_states")
+        start = clock(hidden)
+        self._state.captured["normed_hidden_states"] = norm(hidden)
         self._state.record.select_seconds += clock(hidden) - start
 
 

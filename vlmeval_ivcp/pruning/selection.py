@@ -52,6 +52,7 @@ def select_cut(
             position_ids=positions[:, row],
             rope=rope,
             hidden_states=hidden[row] if "hidden_states" in method.needs or cut.layer == 0 else None,
+            normed_hidden_states=captured["normed_hidden_states"][row] if "normed_hidden_states" in captured else None,
             values=captured["values"][row] if "values" in captured else None,
             queries=captured["queries"][row] if "queries" in captured else None,
             keys=captured["keys"][row] if "keys" in captured else None,

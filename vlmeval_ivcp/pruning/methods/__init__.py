@@ -1,3 +1,3 @@
 """Built-in methods; importing this package registers them."""
 
-from . import divprune, fastv, ivc_prune, keep_all, pdrop, random, resprune, uniform  # noqa: F401
+from . import cdpruner, dart, divprune, fastv, ivc_prune, keep_all, pdrop, random, resprune, uniform  # noqa: F401

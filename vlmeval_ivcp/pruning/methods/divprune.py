@@ -17,10 +17,6 @@ from ..config import PruneConfig
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 
-# Size of the [rows, L] distance block formed at once while looking for the first pick (64 MiB of float32).
-_DISTANCE_BLOCK_ELEMENTS = 1 << 24
-
-
 @dataclass
 class DivPruneConfig(PruneConfig):
     """Settings of `divprune`: before the LLM by default; `scope="llm"` runs it on layer K's input (an ablation)."""
@@ -33,10 +29,11 @@ def farthest_point_order(features: torch.Tensor, k: int) -> torch.Tensor:
     """Greedy max-min diversity on cosine distance `1 - cos(u, v)`.
 
     The first pick is the most isolated token (the one whose nearest other token is farthest), as in the paper's
-    code; every later pick maximises the distance to its nearest kept token. Ties go to the lowest index. Runs in
-    float32 in O(L^2 * D) for the first pick (in blocks, never the whole [L, L] matrix) and O(L * k * D) after it.
-    A zero vector has cosine similarity 0 to everything, i.e. distance 1 (it is treated as orthogonal to every
-    token), so it never produces NaN.
+    code; every later pick maximises the distance to its nearest kept token. Ties go to the lowest index. As in the
+    release, the whole `[L, L]` distance matrix is formed once (float32, one matrix product, O(L^2 * D); 1 GiB at
+    L = 16,384); each step then costs O(L) and never reads a value back to the host (the pick stays a tensor), so on
+    a GPU the steps queue without waiting. A zero vector has cosine similarity 0 to everything, i.e. distance 1 (it
+    is treated as orthogonal to every token), so it never produces NaN.
 
     Args:
         features (`Tensor [L, D]`): token vectors.
@@ -54,29 +51,20 @@ def farthest_point_order(features: torch.Tensor, k: int) -> torch.Tensor:
     if k == 0:
         return order
     unit = F.normalize(features.float(), dim=-1)  # [L, D]; zero rows stay zero
+    distance = (1.0 - unit @ unit.T).clamp_min_(0.0)  # [L, L]
+    # Not one's own neighbour; a kept token's own entry is never read again (kept tokens are masked below).
+    distance.diagonal().fill_(float("inf"))
     picked = torch.zeros(n_tokens, dtype=torch.bool, device=features.device)
-    distance_to_kept = _nearest_neighbour_distance(unit)  # before any pick: distance to the nearest other token
+    distance_to_kept = distance.amin(dim=1)  # before any pick: distance to the nearest other token
     for step in range(k):
         # Kept tokens are excluded explicitly: a duplicate of a kept token also has distance 0 and may tie with them.
-        pivot = int(torch.where(picked, -1.0, distance_to_kept).argmax())
-        order[step] = pivot
-        picked[pivot] = True
-        distance_to_pivot = (1.0 - unit @ unit[pivot]).clamp_min(0.0)  # [L]
-        distance_to_kept = distance_to_pivot if step == 0 else torch.minimum(distance_to_kept, distance_to_pivot)
+        # The pick stays a [1] tensor: indexing with a 0-d tensor would read it back to the host.
+        pivot = torch.where(picked, -1.0, distance_to_kept).argmax().view(1)
+        order[step : step + 1] = pivot
+        picked.index_fill_(0, pivot, True)
+        to_pivot = distance.index_select(0, pivot)[0]
+        distance_to_kept = to_pivot if step == 0 else torch.minimum(distance_to_kept, to_pivot)
     return order
-
-
-def _nearest_neighbour_distance(unit: torch.Tensor) -> torch.Tensor:
-    """Cosine distance of each token to its nearest other token (inf for a single token). [L, D] -> [L]."""
-    n_tokens = unit.shape[0]
-    block_rows = max(1, _DISTANCE_BLOCK_ELEMENTS // max(n_tokens, 1))
-    nearest = torch.empty(n_tokens, dtype=unit.dtype, device=unit.device)
-    for start in range(0, n_tokens, block_rows):
-        rows = torch.arange(start, min(start + block_rows, n_tokens), device=unit.device)
-        distance = (1.0 - unit[rows] @ unit.T).clamp_min(0.0)  # [rows, L]
-        distance[torch.arange(rows.numel(), device=unit.device), rows] = float("inf")  # not one's own neighbour
-        nearest[rows] = distance.amin(dim=1)
-    return nearest
 
 
 @register_method("divprune", DivPruneConfig, needs=("hidden_states",))

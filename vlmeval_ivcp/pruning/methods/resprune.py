@@ -87,20 +87,21 @@ def prompt_relevance(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 
 
 def residual_greedy(features: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
-    """Greedy weighted subspace expansion, as pivoted Gram-Schmidt with incremental residual-energy updates.
+    """Greedy weighted subspace expansion, as a pivoted Cholesky factorisation of the Gram matrix.
 
     Step `j` keeps the token maximising `E(v) * weight(v)`, where `E(v)` is the energy of `v`'s residual outside the
-    span of the tokens kept so far. The kept token's residual becomes the next orthonormal direction `q` of the span
-    (Gram-Schmidt applied twice, so `q` stays orthogonal to working precision), and every token's energy drops by its
-    squared coefficient `(v . q)^2`. One step costs O(L * D + j * D), the whole selection O(L * k * D); the features
-    are only read and no projection matrix is formed. Ties go to the lowest index.
+    span of the tokens kept so far. With `G = X X^T` formed once, the coefficient of every token on the kept token's
+    residual direction is `c = (G[p] - C[:j, p] C[:j]) / sqrt(E(p))` (the pivoted Cholesky column), and every
+    token's energy drops by `c^2`: one step costs O(L * j) and reads no feature vector, so the whole selection is
+    one O(L^2 * D) matrix product plus O(L * k^2). The loop never reads a value back to the host (the pivot stays a
+    tensor), so on a GPU it queues its few kernels per step without waiting. Ties go to the lowest index.
 
     Computed in float64 so that tokens lying in the span (duplicates, linear combinations) are told apart from
     genuinely new directions: a residual below `1e-10` of its token's own energy counts as zero, and a zero token has
     zero energy throughout. When no remaining token has a positive weighted score (every relevant token is already
     in the span), the greedy continues on the unweighted residual energy (reconstruction alone); when every
     remaining token lies in the span, the rest are taken by weight (descending), then index (ascending). Exactly
-    `k` distinct indices are always returned.
+    `k` distinct indices are always returned. Memory: the `[L, L]` Gram matrix and `[min(k, D), L]` coefficients.
 
     Args:
         features (`Tensor [L, D]`): token vectors.
@@ -124,46 +125,37 @@ def residual_greedy(features: torch.Tensor, weight: torch.Tensor, k: int) -> tor
     if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
         raise ValueError("weight must be finite and non-negative")
 
+    gram = tokens @ tokens.T  # [L, L]
     energy = tokens.square().sum(dim=1)  # [L]: squared norm of each token's residual
     in_span_floor = energy * _IN_SPAN_TOLERANCE
-    basis = torch.empty(min(k, dim), dim, dtype=torch.float64, device=tokens.device)  # orthonormal rows
+    coeffs = torch.zeros(min(k, dim), n_tokens, dtype=torch.float64, device=tokens.device)  # Cholesky rows
     picked = torch.zeros(n_tokens, dtype=torch.bool, device=tokens.device)
     order = torch.empty(k, dtype=torch.long, device=tokens.device)
     for step in range(k):
-        if step == dim:  # D directions span the whole space: no residual is left, whatever the rounding says
+        if step >= dim:  # D directions span the whole space: no residual is left, whatever the rounding says
             energy = torch.zeros_like(energy)
         energy = torch.where(energy > in_span_floor, energy, 0.0)
-        score = torch.where(picked, -1.0, energy * weight)
-        if score.max() <= 0:
-            score = torch.where(picked, -1.0, energy)
-            if score.max() <= 0:
-                order[step:] = _by_weight_then_index(weight, picked)[: k - step]
-                break
-        pivot = int(score.argmax())  # argmax returns the first maximum: ties go to the lowest index
-        order[step] = pivot
-        picked[pivot] = True
-        # Every greedy pick so far added one direction, so the span has `step` of them (fewer than D here).
-        direction = _orthogonal_part(tokens[pivot], basis[:step])
-        basis[step] = direction / direction.norm()
-        energy = (energy - (tokens @ basis[step]).square()).clamp_min(0.0)
+        pivot = _next_pick(energy, weight, picked)  # [1]: indexing with a 0-d tensor would read it to the host
+        order[step : step + 1] = pivot
+        picked.index_fill_(0, pivot, True)
+        if step < dim:
+            # A pick with no energy left (the by-weight fallback) adds no direction: its row stays zero.
+            pivot_energy = energy.index_select(0, pivot)
+            scale = torch.where(pivot_energy > 0, pivot_energy.rsqrt(), 0.0)
+            row = (gram.index_select(0, pivot)[0] - coeffs[:step].index_select(1, pivot)[:, 0] @ coeffs[:step]) * scale
+            coeffs[step] = row
+            energy = (energy - row.square()).clamp_min(0.0)
     return order
 
 
-def _orthogonal_part(vector: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """`vector` minus its projection on the orthonormal rows of `basis`, twice over. Shapes: [D], [j, D] -> [D].
-
-    One classical Gram-Schmidt pass leaves an error proportional to the rounding of the coefficients; the second
-    pass removes it ("twice is enough").
+def _next_pick(energy: torch.Tensor, weight: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """The next greedy pick as a `[1]` tensor, without a host read: the largest weighted energy; when none is
+    positive, the largest energy; when no energy is left, the largest weight. `argmax` returns the first maximum,
+    so ties go to the lowest index. Shapes: [L], [L], [L] -> [1].
     """
-    for _ in range(2):
-        vector = vector - (basis @ vector) @ basis
-    return vector
-
-
-def _by_weight_then_index(weight: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
-    """Unpicked indices ordered by weight (descending), ties by index (ascending). Shapes: [L], [L] -> [L - picked]."""
-    remaining = (~picked).nonzero().squeeze(1)
-    return remaining[torch.sort(weight[remaining], descending=True, stable=True).indices]
+    scores = torch.stack((energy * weight, energy, weight)).masked_fill_(picked, -1.0)  # [3, L]
+    best, index = scores.max(dim=1)  # the first maximum of each row
+    return torch.where(best[0] > 0, index[0], torch.where(best[1] > 0, index[1], index[2])).view(1)
 
 
 @register_method("resprune", ResPruneConfig, needs=("hidden_states",))
