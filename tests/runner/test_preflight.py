@@ -139,3 +139,17 @@ def test_all_problems_are_printed_together_and_nothing_is_written(tmp_path, caps
     assert "finetune_refcoco_val.json" in lines[1] and "--qwen25" in lines[1]
     assert "layer 4 is not within Mine's 4 decoder layers" in lines[2]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(("name", "layers"), [("TinyQwen2.5-VL", 4), ("TinyQwen3-VL", 6)])
+def test_a_tiny_checkpoint_not_built_yet_has_its_builders_depth(tmp_path, monkeypatch, name, layers):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+    def problems(layer: int) -> list[str]:
+        raw = {"models": [{"name": name}], "datasets": ["DemoMCQ"], "methods": [{"method": "random", "layer": layer}]}
+        return preflight(parse_config(raw, "x.yaml"))
+
+    assert problems(layers - 1) == []
+    [problem] = problems(layers)
+    assert f"layer {layers} is not within {name}'s {layers} decoder layers" in problem
+    assert not (tmp_path / "empty-cache").exists(), "nothing is built by a check"

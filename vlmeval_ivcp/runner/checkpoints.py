@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.registry import supported_models, tiny_models_dir
+from ..models.tiny import tiny_depth
 from .config import ModelSpec
 
 # Decoder layers of the registry's real checkpoints (text_config / language_config `num_hidden_layers`).
@@ -26,9 +27,13 @@ KNOWN_DEPTHS = {
     "OpenGVLab/InternVL3-8B-hf": 28,
     "deepseek-ai/deepseek-vl2-small": 27,
     "deepseek-ai/deepseek-vl2-tiny": 12,
+    "Qwen/Qwen2-VL-7B-Instruct": 28,
+    "Qwen/Qwen3-VL-2B-Instruct": 28,
+    "Qwen/Qwen3-VL-4B-Instruct": 36,
+    "Qwen/Qwen3-VL-8B-Instruct": 36,
+    "llava-hf/llava-onevision-qwen2-7b-ov-hf": 28,
+    "OpenGVLab/InternVL3_5-8B-HF": 36,
 }
-# The tiny random checkpoints' builders default to 4 layers (`models.tiny`); used before the first build.
-TINY_DEPTH = 4
 # huggingface_hub's reading of a boolean environment variable.
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -122,6 +127,6 @@ def depth(checkpoint: Checkpoint) -> tuple[int | None, str]:
     note = f"from the built-in table of known checkpoints ({checkpoint.path}'s config.json is not on this machine)"
     if checkpoint.path in KNOWN_DEPTHS:
         return KNOWN_DEPTHS[checkpoint.path], note
-    if Path(checkpoint.path).parent == tiny_models_dir():
-        return TINY_DEPTH, note
+    if Path(checkpoint.path).parent == tiny_models_dir():  # before the first build: the builder's default depth
+        return tiny_depth(Path(checkpoint.path).name.removeprefix("tiny-")), note
     return None, "unknown"

@@ -24,6 +24,9 @@ SUMMARIES = {
     "fastv": "FastV: the tokens the last prompt token attends to most in layer K-1",
     "pdrop": "PyramidDrop: FastV's ranking at several stage boundaries, fewer tokens at each",
     "divprune": "DivPrune: the max-min diverse subset of the visual tokens, before the LLM",
+    "dart": "DART: the tokens least similar to a few key-norm pivots (duplication-aware), at layer K",
+    "cdpruner": "CDPruner: a conditional DPP over the visual tokens (instruction relevance x similarity), before the "
+    "LLM",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }

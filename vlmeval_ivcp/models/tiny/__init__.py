@@ -6,6 +6,7 @@ Each builder writes a complete checkpoint folder (weights, config, tokenizer, im
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -105,6 +106,11 @@ def tiny_checkpoint(family: str, cache_dir: str | Path) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return path
+
+
+def tiny_depth(family: str) -> int:
+    """Decoder layers of `family`'s tiny checkpoint (its builder's default), known before the first build."""
+    return inspect.signature(import_module(f"{__name__}.{family}").build).parameters["num_layers"].default
 
 
 def _complete(path: Path) -> bool:
