@@ -91,6 +91,26 @@ def test_official_preset_matches_the_release_reference(seed):
     assert len(reference) == 4 + 8 * (target // 8)
 
 
+@pytest.mark.parametrize("pad", [1, 3, 17])
+def test_left_padding_does_not_change_the_claiming_order(pad):
+    # The release's set order depends on the pivots' position values: a left-padded row must claim as unpadded.
+    generator = torch.Generator().manual_seed(pad)
+    start, length, seq = 5, 48, 64
+    keys, normed = torch.randn(2, seq, 3, generator=generator), torch.randn(seq, 16, generator=generator)
+
+    def kept(offset: int) -> list[int]:
+        padded_keys = torch.cat([torch.zeros(2, offset, 3), keys], dim=1)
+        padded_normed = torch.cat([torch.zeros(offset, 16), normed])
+        key_mask = torch.arange(seq + offset) >= offset
+        text = [offset + i for i in [*range(start), *range(start + length, seq)]]
+        ctx = make_context(seq + offset, list(range(offset + start, offset + start + length)), 24,
+                           text_index=text, keys=padded_keys, normed_hidden_states=padded_normed, key_mask=key_mask,
+                           query_index=torch.arange(offset + start + length, offset + seq))
+        return dart_select(ctx, DARTConfig()).keep.tolist()
+
+    assert kept(pad) == kept(0)
+
+
 def test_config_defaults_and_registry():
     config = DARTConfig()
     assert (config.layer, config.cache_policy, config.preset) == (2, "after", "official")

@@ -112,10 +112,16 @@ def extend_inputs(inputs: dict, generated: torch.Tensor) -> dict:
     return out
 
 
+def suppressed_ids(model) -> list[int]:
+    """Tokens `greedy_generate` never emits: image placeholders (an uncached re-run of the output would read them as
+    image tokens)."""
+    return [getattr(model.config, name) for name in PLACEHOLDER_IDS if getattr(model.config, name, None)]
+
+
 def greedy_generate(model, inputs: dict, new_tokens: int, **kwargs):
-    """Greedy `generate()` returning per-step logits. Image placeholders are suppressed: an uncached re-run of the
-    output would read them as image tokens."""
-    special = [getattr(model.config, name) for name in PLACEHOLDER_IDS if getattr(model.config, name, None)]
+    """Greedy `generate()` of exactly `new_tokens` tokens (end of sequence suppressed) returning per-step logits
+    (before suppression); `suppressed_ids(model)` are never emitted."""
+    special = suppressed_ids(model)
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                               suppress_tokens=special, return_dict_in_generate=True, output_logits=True, **kwargs)
@@ -140,7 +146,14 @@ def check_pruned_run(model, inputs: dict, prefill: torch.Tensor, out, alive: lis
     for step, step_logits in enumerate(out.logits):
         gap = float((step_logits - reference[:, prompt_len - 1 + step]).abs().max())
         assert gap <= atol, f"decode step {step} logits differ from the masked reference by {gap}"
-    assert torch.equal(generated, reference[:, prompt_len - 1 : -1].argmax(-1)), "greedy tokens differ"
+    # generate() picks among the tokens it may emit: neither the suppressed ones nor, before its last step, the end
+    # of sequence (min_new_tokens).
+    allowed = reference[:, prompt_len - 1 : -1].clone()
+    allowed[..., suppressed_ids(model)] = float("-inf")
+    eos = model.generation_config.eos_token_id
+    allowed[..., [eos] if isinstance(eos, int) else list(eos or [])] = float("-inf")
+    chosen = allowed.argmax(-1)
+    assert torch.equal(generated, chosen), f"greedy tokens differ: {generated.tolist()} vs {chosen.tolist()}"
 
 
 def recording_pruner(model, method: str, **options) -> tuple[Pruner, list[SelectionContext]]:

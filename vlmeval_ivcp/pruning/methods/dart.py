@@ -115,7 +115,10 @@ def dart_select(ctx: SelectionContext, config: DARTConfig) -> Selection:
     claims = claims_per_pivot(ctx.n_keep, n_image, n_pivots, config.preset)
 
     unit = F.normalize(ctx.normed_hidden_states.float(), dim=-1)  # [S, D]
-    order = claiming_order(pivot_positions, config.pivot_order)
+    # The release's set order depends on the positions' values: count them from the row's first real token, as in
+    # the unpadded prompt it saw, so that a left-padded row of a batch claims as it would alone.
+    start = int(ctx.key_mask.to(torch.int8).argmax())
+    order = [start + p for p in claiming_order([p - start for p in pivot_positions], config.pivot_order)]
     similarity = unit[torch.tensor(order, device=device)] @ unit[visual_index].T  # [pivots, L]
     candidate = torch.ones(ctx.n_visual, dtype=torch.bool, device=device)
     candidate[image_pivots] = False
