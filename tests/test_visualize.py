@@ -13,7 +13,8 @@ from vlmeval_ivcp.visualize import KEPT_COLOR, PAD_COLOR, PART_COLORS, draw_sele
 ALPHA = 0.55
 QUADRANTS = ((200, 30, 30), (30, 160, 40), (40, 60, 200), (230, 200, 40))  # top-left, top-right, bottom-left, ...
 # A square picture per family that gives an even grid in every view (tiles for InternVL and DeepSeek-VL2).
-SIZES = {"qwen2_5_vl": 112, "llava": 112, "llava_next": 112, "internvl": 224, "deepseek_vl2": 112}
+SIZES = {"qwen2_5_vl": 112, "qwen2_vl": 112, "qwen3_vl": 128, "llava": 112, "llava_next": 112, "llava_onevision": 112,
+         "internvl": 224, "deepseek_vl2": 112}
 
 
 def quadrants(width: int, height: int, colors=QUADRANTS) -> Image.Image:
