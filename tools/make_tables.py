@@ -9,7 +9,8 @@ files beside it, and writes to `--out` (default `<results>/tables`):
   first), one column per benchmark's headline score in percent (HallusionBench also with its aAcc, fAcc and qAcc),
   then `Avg`, `Rel. (%)` (the average relative to the same model's `none` run), `loyalty (%)` (agreement with the
   unpruned answers, mean over the benchmarks) and, when the predictions record them, the mean kept visual tokens per
-  row, `prefill FLOPs ×` (of the unpruned prefill), prefill TFLOPs and KV-cache MiB per row, and the mean selection,
+  row, `kept (%)` (kept of the full-resolution visual tokens: a `downsample` run's achieved share beside its
+  label), `prefill FLOPs ×` (of the unpruned prefill), prefill TFLOPs and KV-cache MiB per row, and the mean selection,
   prefill and generation time per row in milliseconds. Per model and column, the best pruned value is bold (the
   highest score, the lowest cost). The markdown and LaTeX come from one writer (`render`).
 - `<model>_vs_ratio.png`, `<model>_vs_tokens.png`, `<model>_vs_tflops.png`: the headline score against the
@@ -64,12 +65,13 @@ EFFICIENCY_COLUMNS = {
     "prefill_flops": ("prefill TFLOPs", 1e-12),
 }
 FLOPS_RATIO = "prefill FLOPs ×"
+KEPT_SHARE = "kept (%)"
 LOYALTY = "loyalty (%)"
 # Columns where less is better; the other measured columns are scores (more is better), `kept tokens` is neither.
 LOWER_IS_BETTER = {
     FLOPS_RATIO, *(column for key, (column, _) in EFFICIENCY_COLUMNS.items() if key != "kept_visual_tokens")
 }
-NOT_MARKED = {*KEY_COLUMNS, "kept tokens"}
+NOT_MARKED = {*KEY_COLUMNS, "kept tokens", KEPT_SHARE}
 
 
 @dataclass
@@ -138,6 +140,11 @@ def read_run(run_json: Path) -> RunResult:
         values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
         if values:
             result.costs[key] = sum(values) / len(values)
+    # Of the unchanged pictures' tokens (recorded as `full_visual_tokens`; older rows: their `visual_tokens`).
+    shares = [(row["kept_visual_tokens"], row.get("full_visual_tokens") or row.get("visual_tokens")) for row in rows
+              if isinstance(row.get("kept_visual_tokens"), (int, float))]
+    if shares and all(full for _, full in shares):
+        result.costs["kept_share"] = sum(kept for kept, _ in shares) / sum(full for _, full in shares)
     pairs = [(row["prefill_flops"], row["prefill_flops_unpruned"]) for row in rows
              if isinstance(row.get("prefill_flops"), (int, float)) and row.get("prefill_flops_unpruned")]
     if pairs:  # a ratio of sums: long prompts weigh as much as they cost
@@ -184,6 +191,8 @@ def build_table(runs: list[RunResult]) -> pd.DataFrame:
         for key, (column, scale) in EFFICIENCY_COLUMNS.items():
             if key in run.costs:
                 record[column] = run.costs[key] * scale
+            if key == "kept_visual_tokens" and "kept_share" in run.costs:
+                record[KEPT_SHARE] = 100 * run.costs["kept_share"]
             if key == "kept_visual_tokens" and "flops_ratio" in run.costs:
                 record[FLOPS_RATIO] = run.costs["flops_ratio"]
         records.append(record)

@@ -4,8 +4,9 @@ from vlmeval_ivcp.runner.run import format_table
 
 
 def _summary(method, options, answered, scores, random_weights=True):
-    costs = dict(rows=4, answered=answered, visual_tokens=4 * 400, kept_visual_tokens=4 * 200, prefill_seconds=0.2,
-                 kv_cache_bytes=4 * 2**20, prefill_flops=300, prefill_flops_unpruned=400)
+    costs = dict(rows=4, answered=answered, visual_tokens=4 * 400, full_visual_tokens=4 * 400,
+                 kept_visual_tokens=4 * 200, prefill_seconds=0.2, kv_cache_bytes=4 * 2**20, prefill_flops=300,
+                 prefill_flops_unpruned=400)
     return dict(model="M", method=method, options=options, scores=scores, seconds=12.34, costs=costs,
                 random_weights=random_weights)
 
@@ -34,8 +35,17 @@ def test_the_table_shows_costs_loyalty_and_reuse():
 def test_rows_without_recorded_costs_show_dashes():
     """Predictions stored before the costs were recorded (all zero) print "-", not a division by zero."""
     summary = _summary("none", {}, 0, {"A": {"overall": 0.5}})
-    summary["costs"].update(dict.fromkeys(("visual_tokens", "prefill_flops", "prefill_flops_unpruned"), 0))
+    summary["costs"].update(
+        dict.fromkeys(("visual_tokens", "full_visual_tokens", "prefill_flops", "prefill_flops_unpruned"), 0)
+    )
     assert "| M | none | - | - | - | - | - |" in format_table([summary])
+
+
+def test_a_downsampled_run_keeps_its_share_of_the_full_resolution_tokens():
+    """`downsample` keeps every token of its smaller pictures: its share is of the unchanged pictures' tokens."""
+    summary = _summary("downsample", {"ratio": 0.25}, 4, {"A": {"overall": 0.5}})
+    summary["costs"].update(visual_tokens=4 * 100, kept_visual_tokens=4 * 100)
+    assert "| M | downsample | 0.25 | - | 100 / 400 (25.0%) |" in format_table([summary])
 
 
 def test_real_weights_carry_no_noise_note():

@@ -57,7 +57,7 @@ def test_the_table_holds_percent_scores_average_and_relative_to_unpruned(results
     half = table[(table["method"] == "ivc_prune") & (table["ratio"] == 0.5)].iloc[0]
     assert half["MME"] == pytest.approx(78.0) and half["Avg"] == pytest.approx(68.0)
     assert half["Rel. (%)"] == pytest.approx(100 * 68 / 70)
-    assert half["kept tokens"] == pytest.approx(50.5)
+    assert half["kept tokens"] == pytest.approx(50.5) and half["kept (%)"] == pytest.approx(50.5)
     assert half["select (ms)"] == pytest.approx(2.0) and half["generate (ms)"] == pytest.approx(100.0)
     fastv = table[table["method"] == "fastv"].iloc[0]
     assert pd.isna(fastv["MME"]) and pd.isna(fastv["Avg"]) and pd.isna(fastv["Rel. (%)"])
@@ -92,7 +92,7 @@ def test_the_command_writes_markdown_latex_csv_and_the_plots_of_each_model(resul
     markdown = (out / "results.md").read_text()
     # Best pruned values are bold per column (fastv has no MME, so ivc_prune's 78.0 is alone and still the best).
     half = ["Qwen2.5-VL-7B-Instruct", "ivc_prune", "0.5", "16", "**78.0**", "**58.0**", "**68.0**", "**97.1**",
-            "50.5", "2.0", "100.0"]
+            "50.5", "50.5", "2.0", "100.0"]
     assert cells(markdown, "Qwen2.5-VL-7B-Instruct ivc_prune 0.5") == half
     assert cells(markdown, "Qwen2.5-VL-7B-Instruct fastv")[:8] == [
         "Qwen2.5-VL-7B-Instruct", "fastv", "0.5", "2", "-", "40.0", "-", "-"]
@@ -149,3 +149,14 @@ def test_a_tree_without_runs_and_a_broken_run_json_are_named(tmp_path, capsys):
     broken.write_text("{")
     with pytest.raises(ValueError, match=r"M/none/run.json: not a run.json"):
         make_tables.collect_runs(tmp_path)
+
+
+def test_a_downsample_row_shows_its_achieved_share_of_the_full_resolution_tokens_beside_its_label(tmp_path):
+    """`downsample` keeps every token of its smaller pictures: `kept (%)` is achieved / full-resolution tokens."""
+    rows = [{"index": i, "prediction": "A", "visual_tokens": achieved, "kept_visual_tokens": achieved,
+             "full_visual_tokens": full, "prefill_flops": 1e12, "prefill_flops_unpruned": 4e12}
+            for i, (achieved, full) in enumerate([(30, 100), (20, 100)])]
+    write_run(tmp_path, "downsample_r0.25", "downsample", {"ratio": 0.25}, {"MMStar": {"overall": 0.5}}, rows)
+    row = make_tables.build_table(make_tables.collect_runs(tmp_path)).iloc[0]
+    assert (row["ratio"], row["kept tokens"], row["kept (%)"]) == (0.25, 25.0, pytest.approx(25.0))
+    assert row["prefill FLOPs ×"] == pytest.approx(0.25)

@@ -1,7 +1,8 @@
 """The VLMEvalKit-style model wrapper every family adapter builds on.
 
-A wrapper loads a stock transformers checkpoint, optionally attaches a pruning method (by name, ratio, layer), and
-answers `generate(message, dataset=None) -> str` greedily, one message at a time, as VLMEvalKit calls it, or
+A wrapper loads a stock transformers checkpoint, optionally attaches a pruning method (by name, ratio, layer) or
+applies an input-side method to every picture before its processor (`downsample`), and answers
+`generate(message, dataset=None) -> str` greedily, one message at a time, as VLMEvalKit calls it, or
 `generate_batch(messages, dataset=None) -> list[str]` several at once (left-padded, through the same path).
 """
 
@@ -23,7 +24,7 @@ from ..evaluation.efficiency import (
     pruned_layer_lengths,
     row_kv_cache_bytes,
 )
-from ..pruning import Pruner, prune
+from ..pruning import Pruner, PruneConfig, get_method, make_config, prune
 from .prompts import CustomPrompts, dataset_type
 from .load_error import load_error
 
@@ -46,10 +47,14 @@ class GenerationStats:
     first token) and `generate_seconds` are those of the whole batch of `batch_size` rows it was answered in;
     `select_seconds` is the batch's selection time shared equally among its rows. `decision_margin` is the smallest
     gap between the two highest logits over the row's greedy steps (how close a step came to another token).
+    `full_visual_tokens` is what the unchanged pictures give: `visual_tokens` unless an input-side method
+    (`downsample`) made them smaller; `prefill_flops_unpruned` is the prefill of the prompt with that many visual
+    tokens, so kept shares and FLOPs ratios compare with the full-resolution, unpruned run.
     """
 
     prompt_tokens: int = 0
     visual_tokens: int = 0
+    full_visual_tokens: int = 0
     kept_visual_tokens: int = 0
     new_tokens: int = 0
     select_seconds: float = 0.0
@@ -93,6 +98,17 @@ def split_message(message: Message) -> tuple[list[str], list[str]]:
         else:
             raise ValueError(f"message item {position} must have type 'text' or 'image', got {item!r}")
     return images, texts
+
+
+def input_method_problem(wrapper_class: type, method: str) -> str | None:
+    """Why input-side method `method` cannot run on `wrapper_class` (None when it can): a family whose visual-token
+    count does not follow the picture's size (LLaVA-1.5's fixed 336-pixel input) has no downsampling baseline."""
+    if wrapper_class.tokens_follow_picture_size:
+        return None
+    return (
+        f"{method} changes the pictures' size, but {wrapper_class.__name__} makes {wrapper_class.fixed_visual_tokens} "
+        f"visual tokens whatever the size: the baseline does not exist there (N/A, docs/methods/{method}.md)"
+    )
 
 
 def image_only(processor_class: type) -> type:
@@ -142,6 +158,10 @@ class PrunedVLM(ABC):
     # Where the processor puts each view's grid on the picture, for vlmeval_ivcp.visualize: "stretch" (the view is
     # the whole picture resized), "crop" (a centred crop) or "pad" (the picture padded to the grid's shape).
     view_fit = "stretch"
+    # Whether the number of visual tokens follows the picture's size; a family with a fixed input size sets False and
+    # its count in `fixed_visual_tokens` (an input-side method such as `downsample` is refused there).
+    tokens_follow_picture_size = True
+    fixed_visual_tokens: int | None = None
 
     def __init__(
         self,
@@ -172,19 +192,31 @@ class PrunedVLM(ABC):
             raise load_error(self.model_path, error) from error
         self.model.eval()
         self.pruner: Pruner | None = None
+        self.input_method: tuple[Any, PruneConfig] | None = None
         self.set_method(method, ratio=ratio, layer=layer, **(method_options or {}))
         self.stats = GenerationStats()
 
     def set_method(self, method: str, ratio: float | None = None, layer: int | None = None, **options: Any) -> None:
-        """Switch the pruning method (the weights stay loaded; `"none"` runs the unpruned model)."""
+        """Switch the pruning method (the weights stay loaded; `"none"` runs the unpruned model). An input-side method
+        (`downsample`) attaches no pruner: `build_batch_inputs` applies it to every picture.
+
+        Raises:
+            ValueError: an input-side method on a family whose visual tokens do not follow the picture's size.
+        """
         if self.pruner is not None:
             self.pruner.remove()
             self.pruner = None
+        self.input_method = None
         if ratio is not None:
             options["ratio"] = ratio
         if layer is not None:
             options["layer"] = layer
-        if method != "none":
+        if method != "none" and get_method(method).changes_inputs:
+            problem = input_method_problem(type(self), method)
+            if problem:
+                raise ValueError(problem)
+            self.input_method = (get_method(method).change_image, make_config(method, **options))
+        elif method != "none":
             self.pruner = prune(self.model, method, **options)
         self.method = method
 
@@ -269,17 +301,39 @@ class PrunedVLM(ABC):
         return self.build_batch_inputs([message], dataset)
 
     def build_batch_inputs(self, messages: list[Message], dataset: str | None) -> dict[str, Any]:
-        """Turn VLMEvalKit messages into one left-padded batch of model inputs."""
-        prompts, images = [], []
+        """Turn VLMEvalKit messages into one left-padded batch of model inputs.
+
+        With an input-side method, each picture is changed by it between `read_image` and `fit_image`, and the
+        inputs also hold `"full_visual_tokens"`: per prompt, the visual tokens of its unchanged pictures (the
+        processor's own count, from encoding them too).
+        """
+        prompts, pictures = [], []
         for message in messages:
             image_paths, texts = split_message(message)
-            images += [self.load_image(path, dataset) for path in image_paths]
+            pictures += [self.read_image(path) for path in image_paths]
             prompts.append(self.chat_prompt(len(image_paths), "\n".join(texts)))
-        return self.encode(prompts, images, dataset)
+        images = [self.fit_image(picture, dataset) for picture in pictures]
+        if self.input_method is None:
+            return self.encode(prompts, images, dataset)
+        full_visual = self.visual_token_counts(self.encode(prompts, images, dataset)["input_ids"])
+        change, config = self.input_method
+        changed = [self.fit_image(change(picture, config), dataset) for picture in pictures]
+        inputs = self.encode(prompts, changed, dataset)
+        inputs["full_visual_tokens"] = full_visual
+        return inputs
 
-    def load_image(self, path: str, dataset: str | None) -> Image.Image:
-        """One picture of a message, as the family's VLMEvalKit class reads it (RGB by default)."""
-        return Image.open(path).convert("RGB")
+    def read_image(self, path: str) -> Image.Image:
+        """One picture of a message in RGB, as the family's VLMEvalKit class reads it (`convert("RGB")` by default)."""
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+
+    def fit_image(self, image: Image.Image, dataset: str | None) -> Image.Image:
+        """The family's own resize before its processor (none by default; Qwen's `smart_resize`)."""
+        return image
+
+    def visual_token_counts(self, input_ids: torch.Tensor) -> list[int]:
+        """Per prompt, its image tokens (separators such as LLaVA-NeXT's newlines included)."""
+        return (input_ids == self.model.config.image_token_id).sum(dim=1).tolist()
 
     def decode(self, token_ids: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
@@ -298,6 +352,7 @@ class PrunedVLM(ABC):
         `stats` the first row's). Rows may keep different numbers of tokens (docs/engine.md, ragged batches)."""
         inputs = self.build_batch_inputs(messages, dataset)
         layouts = inputs.pop("image_layouts", None)
+        full_visual = inputs.pop("full_visual_tokens", None)
         if self.pruner is not None:
             self.pruner.set_image_layouts(layouts)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
@@ -325,11 +380,12 @@ class PrunedVLM(ABC):
         seconds = time.perf_counter() - start
         record = self.pruner.last if self.pruner is not None else None
         n_layers = self.model.config.get_text_config().num_hidden_layers
-        visual = (inputs["input_ids"] == self.model.config.image_token_id).sum(dim=1).tolist()
+        visual = self.visual_token_counts(inputs["input_ids"])
         answers, self.batch_stats = [], []
         for row, (length, n_visual) in enumerate(zip(row_lengths, visual)):
             new_tokens = self._answer_tokens(output[row, prompt_len:])
             kept = record.kept[row].tolist() if record is not None else list(range(n_visual))
+            full = full_visual[row] if full_visual is not None else n_visual
             unpruned = [length] * n_layers
             computed = (  # the row's own lengths: its batch padding is not its cost
                 pruned_layer_lengths(record, self.pruner.config.cuts(), length, n_layers, row)
@@ -339,6 +395,7 @@ class PrunedVLM(ABC):
             self.batch_stats.append(GenerationStats(
                 prompt_tokens=length,
                 visual_tokens=n_visual,
+                full_visual_tokens=full,
                 kept_visual_tokens=len(kept),
                 new_tokens=int(new_tokens.numel()),
                 select_seconds=record.select_seconds / len(messages) if record is not None else 0.0,
@@ -348,7 +405,7 @@ class PrunedVLM(ABC):
                     prefill_cache[0], record.row_cache_lengths[row] if record is not None else unpruned
                 ),
                 prefill_flops=prefill_flops(self.model.config, computed),
-                prefill_flops_unpruned=prefill_flops(self.model.config, unpruned),
+                prefill_flops_unpruned=prefill_flops(self.model.config, [length - n_visual + full] * n_layers),
                 kept_visual=kept,
                 batch_size=len(messages),
                 decision_margin=margins.smallest(row, int(new_tokens.numel())),

@@ -36,6 +36,9 @@ class Llava(PrunedVLM):
 
     grounding_frame = "norm1"
     view_fit = "crop"  # CLIP's processor: shortest edge resized, then a centred square crop
+    # Every picture becomes one 336 x 336 view: a smaller picture gives as many tokens (no `downsample` baseline).
+    tokens_follow_picture_size = False
+    fixed_visual_tokens = 576
 
     def load(self, model_path: str, attn_implementation: str, dtype: Any, device_map: Any):
         model, tokenizer = self.load_model_and_tokenizer(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from PIL import Image
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from .base import PrunedVLM, image_only
 from .prompts import QWEN2_VL_PROMPTS
-from .qwen_images import fetch_image
+from .qwen_images import fit_to_budget, read_rgb
 
 # VLMEvalKit's pixel budgets for Qwen2.5-VL (OCRBench forces a larger minimum, keeping the maximum).
 MIN_PIXELS = 1280 * 28 * 28
@@ -40,7 +41,7 @@ class Qwen2_5_VL(PrunedVLM):
             uses min_pixels = 4·28², max_pixels = 16384·28², and 6384·28² for its 3B entry).
         other args: see `PrunedVLM`; `use_custom_prompt=True` asks with VLMEvalKit's Qwen2-VL class prompts.
 
-    Images are resized as VLMEvalKit's Qwen2-VL class has qwen_vl_utils resize them (`qwen_images.fetch_image`).
+    Images are resized as VLMEvalKit's Qwen2-VL class has qwen_vl_utils resize them (`qwen_images.read_rgb`, then `fit_to_budget`).
     """
 
     grounding_frame = "qwen25vl_abs"
@@ -70,9 +71,12 @@ class Qwen2_5_VL(PrunedVLM):
     def chat_prompt(self, images: int, text: str) -> str:
         return qwen_chat_prompt(images, text, self.system_prompt)
 
-    def load_image(self, path: str, dataset: str | None) -> Any:
+    def read_image(self, path: str) -> Image.Image:
+        return read_rgb(path)
+
+    def fit_image(self, image: Image.Image, dataset: str | None) -> Image.Image:
         budget = self.pixel_budget(dataset)
-        return fetch_image(path, budget["shortest_edge"], budget["longest_edge"])
+        return fit_to_budget(image, budget["shortest_edge"], budget["longest_edge"])
 
     def processor_options(self, dataset: str | None) -> dict[str, Any]:
         return {"size": self.pixel_budget(dataset)}

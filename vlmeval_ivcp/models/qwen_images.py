@@ -1,5 +1,6 @@
 """Qwen2.5-VL's images as VLMEvalKit prepares them: `qwen_vl_utils.fetch_image` (not importable here: it imports
-torchvision) before the processor sees them.
+torchvision) before the processor sees them, in two steps: `read_rgb`, then `fit_to_budget` (an input-side method
+such as `downsample` changes the picture between them).
 
 The rule: RGBA pictures are laid on white (other modes are converted to RGB); the size is rounded to multiples of
 28 within [min_pixels, max_pixels] keeping the aspect ratio (`smart_resize`); then a PIL resize with its default
@@ -49,9 +50,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return background
 
 
-def fetch_image(path: str, min_pixels: int, max_pixels: int) -> Image.Image:
-    """The picture at `path`, in RGB and resized as qwen_vl_utils' `fetch_image` does."""
+def read_rgb(path: str) -> Image.Image:
+    """The picture at `path` in RGB, as qwen_vl_utils' `fetch_image` reads it (`to_rgb`)."""
     with Image.open(path) as opened:
-        image = to_rgb(opened)
+        return to_rgb(opened)
+
+
+def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+    """An RGB picture resized as qwen_vl_utils' `fetch_image` does: to `smart_resize`'s size, PIL's default filter."""
     height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
     return image.resize((width, height))

@@ -46,6 +46,11 @@ class Pruner:
     """A pruning method attached to a model. Use `prune(...)` to make one, `remove()` (or `with`) to undo it."""
 
     def __init__(self, model: nn.Module, config: PruneConfig, method: MethodSpec):
+        if method.changes_inputs:
+            raise ValueError(
+                f"{method.name} changes the pictures before the processor, not the model's tokens: give it to a model "
+                f"wrapper (method: {method.name}), not to prune()"
+            )
         arch = arch_for(model)
         if getattr(model, _MARKER, None) is not None:
             raise RuntimeError("this model already has a pruner attached; call .remove() on it first")

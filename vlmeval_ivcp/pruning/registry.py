@@ -1,4 +1,5 @@
-"""Methods by name: each is a config class plus a pure selection function."""
+"""Methods by name: each is a config class plus a pure selection function, or, for a method that changes the
+model's inputs instead of its tokens (`downsample`), a pure image function the model wrapper applies."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from .config import PruneConfig
 from .context import Selection, SelectionContext
 
 SelectFn = Callable[[SelectionContext, PruneConfig], Selection]
+# An input-side method: one picture (as the family reads it, before its own resize and processor) -> the picture
+# the model is given instead.
+ImageFn = Callable[[Image.Image, PruneConfig], Image.Image]
 
 # What a method may ask the engine to capture for it (fields of SelectionContext).
 # "attention" is the attention of layer K-1, which runs on every token (FastV); "cut_attention" is layer K's own,
@@ -26,18 +32,26 @@ class MethodSpec:
     Args:
         name (`str`): registry key (lowercase).
         config_cls (`type[PruneConfig]`): its settings.
-        select (`SelectFn`): `(context, config) -> Selection`, pure.
+        select (`SelectFn` or `None`): `(context, config) -> Selection`, pure; `None` for an input-side method.
         needs (`frozenset[str]`): which optional context fields the engine must fill (subset of `INPUTS`;
             "attention" and "cut_attention" fill `queries`, `keys` and `scaling`).
         single_row (`bool`): the method cannot choose for each prompt of a batch on its own; the engine refuses
             batches of more than one prompt for it.
+        change_image (`ImageFn` or `None`): set for a method that acts on the inputs, not inside the model: the
+            model wrapper applies it to every picture before the processor, and no pruner is attached.
     """
 
     name: str
     config_cls: type[PruneConfig]
-    select: SelectFn
+    select: SelectFn | None
     needs: frozenset[str]
     single_row: bool = False
+    change_image: ImageFn | None = None
+
+    @property
+    def changes_inputs(self) -> bool:
+        """Whether the method acts on the pictures before the processor (no pruner, no cut)."""
+        return self.change_image is not None
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -45,12 +59,7 @@ METHODS: dict[str, MethodSpec] = {}
 
 def register_method(name: str, config_cls: type[PruneConfig], needs: tuple[str, ...] = (), single_row: bool = False):
     """Decorator registering a selection function under `name`."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"method name must be lowercase snake_case, got {name!r}")
-    if name in METHODS:
-        raise ValueError(f"method {name!r} is already registered")
-    if not (isinstance(config_cls, type) and issubclass(config_cls, PruneConfig)):
-        raise TypeError(f"config_cls of {name!r} must subclass PruneConfig, got {config_cls!r}")
+    _check_registration(name, config_cls)
     unknown = set(needs) - INPUTS
     if unknown:
         raise ValueError(f"method {name!r} needs unknown inputs {sorted(unknown)}; known: {sorted(INPUTS)}")
@@ -60,6 +69,26 @@ def register_method(name: str, config_cls: type[PruneConfig], needs: tuple[str, 
         return fn
 
     return decorator
+
+
+def register_input_method(name: str, config_cls: type[PruneConfig]):
+    """Decorator registering under `name` a method that changes each picture before the processor (`ImageFn`)."""
+    _check_registration(name, config_cls)
+
+    def decorator(fn: ImageFn) -> ImageFn:
+        METHODS[name] = MethodSpec(name, config_cls, None, frozenset(), change_image=fn)
+        return fn
+
+    return decorator
+
+
+def _check_registration(name: str, config_cls: type[PruneConfig]) -> None:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"method name must be lowercase snake_case, got {name!r}")
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is already registered")
+    if not (isinstance(config_cls, type) and issubclass(config_cls, PruneConfig)):
+        raise TypeError(f"config_cls of {name!r} must subclass PruneConfig, got {config_cls!r}")
 
 
 def get_method(name: str) -> MethodSpec:

@@ -27,6 +27,8 @@ SUMMARIES = {
     "dart": "DART: the tokens least similar to a few key-norm pivots (duplication-aware), at layer K",
     "cdpruner": "CDPruner: a conditional DPP over the visual tokens (instruction relevance x similarity), before the "
     "LLM",
+    "downsample": "image downsampling (VTC-Bench): every picture resized before the processor so the model makes "
+    "about ratio of its visual tokens; no pruner (N/A on LLaVA-1.5)",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }

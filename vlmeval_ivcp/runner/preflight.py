@@ -5,6 +5,8 @@
   VLMEvalKit publishes it and the command that fetches it, `datasets.sources`);
 - every model's checkpoint can be found (a local folder, or a hub id that is cached when the hub is offline);
 - every method's layers lie within the model's depth (read from `config.json`, `runner.checkpoints`);
+- an input-side method (`downsample`) is only paired with families whose visual tokens follow the picture's size
+  (not LLaVA-1.5);
 - a judge is given when a benchmark is scored by one, and its API key is set.
 """
 
@@ -18,9 +20,11 @@ from ..datasets.judged import JudgedDataset
 from ..datasets.registry import dataset_class
 from ..datasets.sources import how_to_get
 from ..datasets.tsv import lmu_root, tsv_path
-from ..pruning.registry import make_config
+from ..models.base import input_method_problem
+from ..models.registry import MODEL_CLASSES
+from ..pruning.registry import get_method, make_config
 from .checkpoints import depth, inspect_checkpoint, model_path
-from .config import RunConfig
+from .config import RunConfig, registry_class
 
 
 def dataset_problems(name: str, root: str | os.PathLike | None) -> list[str]:
@@ -67,6 +71,19 @@ def model_problems(config: RunConfig) -> list[str]:
     return problems
 
 
+def input_method_problems(config: RunConfig) -> list[str]:
+    """Input-side methods (`downsample`) paired with a family whose visual-token count is fixed (LLaVA-1.5)."""
+    problems = []
+    for model in config.models:
+        wrapper_class = MODEL_CLASSES[model.cls] if model.cls is not None else registry_class(model.name)
+        for point in config.points:
+            if point.method != "none" and get_method(point.method).changes_inputs:
+                problem = input_method_problem(wrapper_class, point.method)
+                if problem:
+                    problems.append(f"method {point.name} on model {model.name}: {problem}")
+    return problems
+
+
 def judge_problems(config: RunConfig, mode: str, judge: str | None) -> list[str]:
     """A benchmark scored by a judge with no `--judge`, or a judge without `OPENAI_API_KEY`."""
     if mode == "infer":
@@ -84,5 +101,5 @@ def preflight(config: RunConfig, mode: str = "all", judge: str | None = None) ->
     """Every problem of `config` that can be seen without loading a model, one line each (see the module doc)."""
     problems = [line for name in config.datasets for line in dataset_problems(name, config.data_root)]
     if mode != "eval":  # scoring stored predictions loads no model
-        problems += model_problems(config)
+        problems += model_problems(config) + input_method_problems(config)
     return problems + judge_problems(config, mode, judge)

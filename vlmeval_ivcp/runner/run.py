@@ -42,11 +42,12 @@ logger = logging.getLogger(__name__)
 
 # Per-row costs recorded beside each prediction; the summary of a run adds up those in SUMMED_COSTS.
 SUMMED_COSTS = (
-    "visual_tokens", "kept_visual_tokens", "prefill_seconds", "kv_cache_bytes", "prefill_flops",
+    "visual_tokens", "full_visual_tokens", "kept_visual_tokens", "prefill_seconds", "kv_cache_bytes", "prefill_flops",
     "prefill_flops_unpruned",
 )
 ROW_STATS = (
     "visual_tokens",
+    "full_visual_tokens",
     "kept_visual_tokens",
     "select_seconds",
     "prefill_seconds",
@@ -222,6 +223,8 @@ def predictions_table(dataset: Any, records: dict[Any, dict]) -> pd.DataFrame:
     table = dataset.data.drop(columns=[c for c in ("image",) if c in dataset.data.columns]).copy()
     for key in ("prediction", "row_seconds") + ROW_STATS:
         table[key] = [records[index].get(key) for index in table["index"]]
+    # Rows recorded before `full_visual_tokens` existed were all answered on unchanged pictures.
+    table["full_visual_tokens"] = table["full_visual_tokens"].fillna(table["visual_tokens"])
     return table
 
 
@@ -296,7 +299,7 @@ def _run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume,
         table = predictions_table(dataset, load_predictions(stem, indices))
         atomic_write_bytes(Path(f"{stem}.tsv"), table.to_csv(sep="\t", index=False).encode())
         kept += int(table["kept_visual_tokens"].sum())
-        total += int(table["visual_tokens"].sum())
+        total += int(table["full_visual_tokens"].sum())  # a downsampled run's share is of the full resolution
         costs["rows"] += len(table)
         for key in SUMMED_COSTS:
             costs[key] += float(table[key].sum())
@@ -438,9 +441,11 @@ def format_table(summaries: list[dict]) -> str:
 
 
 def _kept_cell(mean: dict[str, float] | None) -> str:
-    if not mean or not mean["visual_tokens"]:
+    """Kept visual tokens of the full-resolution count (a pruned run: of its visual tokens; `downsample`: the
+    achieved count of the unchanged pictures' count)."""
+    if not mean or not mean["full_visual_tokens"]:
         return "-"
-    kept, total = mean["kept_visual_tokens"], mean["visual_tokens"]
+    kept, total = mean["kept_visual_tokens"], mean["full_visual_tokens"]
     return f"{kept:.0f} / {total:.0f} ({kept / total:.1%})"
 
 
