@@ -51,7 +51,8 @@ EVERY_METHOD = [
 
 
 def test_every_built_in_method_is_exercised():
-    built_in = {name for name, spec in METHODS.items() if spec.select.__module__.startswith(METHODS_PACKAGE)}
+    built_in = {name for name, spec in METHODS.items()
+                if not spec.changes_inputs and spec.select.__module__.startswith(METHODS_PACKAGE)}
     assert {method for method, _ in EVERY_METHOD} == built_in
 
 

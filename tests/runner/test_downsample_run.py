@@ -25,8 +25,8 @@ def test_downsampled_runs_make_fewer_visual_tokens_and_record_the_full_resolutio
         "work_dir": str(tmp_path / "results"),
         "data_root": str(tmp_path / "data"),
         "models": [
-            # Pictures at their own size (400 to 576 tokens), not the tiny default budget of 64.
-            {"name": "TinyQwen2.5-VL", "kwargs": {"max_new_tokens": 1, "max_pixels": 576 * 28 * 28}},
+            # Pictures at their own size (400 to 576 tokens), not the tiny default budget of 64; two rows at a time.
+            {"name": "TinyQwen2.5-VL", "kwargs": {"max_new_tokens": 1, "max_pixels": 576 * 28 * 28}, "batch_size": 2},
             # 112-pixel tiles of 16 tokens, up to 12 tiles and a thumbnail: the square DemoMCQ pictures take 3 x 3 + 1.
             {"name": "TinyInternVL", "kwargs": {"max_new_tokens": 1}},
         ],
