@@ -25,6 +25,7 @@ from ..evaluation.efficiency import (
     row_kv_cache_bytes,
 )
 from ..pruning import Pruner, PruneConfig, get_method, make_config, prune
+from ..pruning.registry import ImageFn
 from .prompts import CustomPrompts, dataset_type
 from .load_error import load_error
 
@@ -192,7 +193,7 @@ class PrunedVLM(ABC):
             raise load_error(self.model_path, error) from error
         self.model.eval()
         self.pruner: Pruner | None = None
-        self.input_method: tuple[Any, PruneConfig] | None = None
+        self.input_method: tuple[ImageFn, PruneConfig] | None = None
         self.set_method(method, ratio=ratio, layer=layer, **(method_options or {}))
         self.stats = GenerationStats()
 
@@ -211,12 +212,13 @@ class PrunedVLM(ABC):
             options["ratio"] = ratio
         if layer is not None:
             options["layer"] = layer
-        if method != "none" and get_method(method).changes_inputs:
+        spec = None if method == "none" else get_method(method)
+        if spec is not None and spec.changes_inputs:
             problem = input_method_problem(type(self), method)
             if problem:
                 raise ValueError(problem)
-            self.input_method = (get_method(method).change_image, make_config(method, **options))
-        elif method != "none":
+            self.input_method = (spec.change_image, make_config(method, **options))
+        elif spec is not None:
             self.pruner = prune(self.model, method, **options)
         self.method = method
 
