@@ -39,7 +39,7 @@ def test_downsample_records_achieved_and_full_resolution_counts(tmp_path, family
             wrapper.set_method("downsample", ratio=ratio)
             assert wrapper.pruner is None
             wrapper.generate(message)
-            stats = wrapper.stats
-            assert (stats.visual_tokens, stats.kept_visual_tokens, stats.full_visual_tokens) == (achieved, achieved, full)
+            counts = (wrapper.stats.visual_tokens, wrapper.stats.kept_visual_tokens, wrapper.stats.full_visual_tokens)
+            assert counts == (achieved, achieved, full)
     finally:
         wrapper.set_method("none")
