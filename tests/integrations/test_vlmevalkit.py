@@ -176,9 +176,9 @@ def test_register_puts_every_model_and_dataset_where_vlmevalkit_looks(vlmeval_ch
     assert "SomeOtherModel" in vlmeval.config.supported_VLM
     for name in supported_models:
         assert isinstance(vlmeval.config.supported_VLM[name], partial)
-    for cls in MODEL_CLASSES.values():
-        registered = getattr(vlmeval.vlm, cls.__name__)
-        assert issubclass(registered, cls) and callable(registered.set_dump_image)
+    for adapter in MODEL_CLASSES.values():
+        registered = getattr(vlmeval.vlm, adapter.__name__)
+        assert issubclass(registered, adapter.load()) and callable(registered.set_dump_image)
     ours = vlmeval.dataset.DATASET_CLASSES[: len(DATASET_CLASSES)]
     assert [cls.__name__ for cls in ours] == [cls.__name__ for cls in DATASET_CLASSES]
     assert vlmeval.dataset.DATASET_CLASSES[-1].__name__ == "TheirDataset"

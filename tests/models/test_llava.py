@@ -47,5 +47,5 @@ def test_registry_builds_the_tiny_llava_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     model = registry.build_model("TinyLLaVA-1.5", max_new_tokens=2)
     assert (tmp_path / "vlmeval_ivcp" / "tiny-models" / "tiny-llava" / "config.json").exists()
-    assert type(model).__name__ == "Llava" and registry.MODEL_CLASSES["Llava"] is type(model)
+    assert type(model).__name__ == "Llava" and registry.MODEL_CLASSES["Llava"].load() is type(model)
     assert registry.supported_models["llava-1.5-7b-hf"].keywords["model_path"] == "llava-hf/llava-1.5-7b-hf"

@@ -50,6 +50,28 @@ def test_a_layer_beyond_the_depth_is_named_from_the_built_in_table(tmp_path):
     assert "built-in table" in line
 
 
+# What the checks never need: transformers (its model, attention and cache code take seconds to import), the model
+# adapters, the pruning engine and the judge's client.
+MODEL_CODE = ("transformers", "openai", "vlmeval_ivcp.models.base", "vlmeval_ivcp.pruning.engine")
+
+
+@pytest.mark.parametrize(
+    "args", [[*README_COMMAND, "--layer", "40"], ["list", "models"], ["list", "methods"], ["--help"]],
+    ids=["pre-flight failure", "list models", "list methods", "help"],
+)
+def test_the_checks_listings_and_help_import_no_model_code(tmp_path, args):
+    (tmp_path / "data").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LMUData": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": str(tmp_path / "hub")}
+    command = [sys.executable, "-X", "importtime", str(REPO / "run.py"), *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == (2 if args[0] == "--model" else 0), done.stderr[-2000:]
+    # `-X importtime` writes one line per module imported: "import time: <self us> | <cumulative us> | <name>".
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "vlmeval_ivcp.runner.cli" in imported
+    assert sorted(name for name in imported if name.startswith(MODEL_CODE)) == []
+
+
 def checkpoint(tmp_path: Path, config: dict) -> str:
     folder = tmp_path / "ckpt"
     folder.mkdir()

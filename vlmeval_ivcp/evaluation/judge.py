@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from .mcq import extract_choice
 from .yorn import UNKNOWN, extract_yes_no
 
@@ -218,6 +216,8 @@ class Judge:
         self._unreachable_in_a_row = 0
         self._down: str | None = None  # set once the breaker trips
         self._api_key = api_key
+        import openai  # a second to import: loaded when a judge is made, not whenever the runner starts
+
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=0)
         self._cache = _AnswerCache(Path(cache_path) if cache_path is not None else None)
         self._lock = threading.Lock()
@@ -244,6 +244,8 @@ class Judge:
 
     def _send(self, messages: list[dict[str, str]]) -> tuple[str | None, str, str]:
         """One HTTP request: (failure kind or None, reply text, detail)."""
+        import openai  # its error classes (imported by `__init__` already)
+
         with self._lock:
             self.stats.requests += 1
         try:

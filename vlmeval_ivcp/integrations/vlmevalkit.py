@@ -43,7 +43,7 @@ from ..datasets.registry import DATASET_CLASSES
 from ..datasets.tsv import atomic_write_bytes, summarize_values
 from ..evaluation.judge import Judge
 from ..models.base import PrunedVLM
-from ..models.registry import MODEL_CLASSES, supported_models
+from ..models.registry import MODEL_CLASSES, LazyClass, supported_models
 
 INSTALL_HINT = (
     "VLMEvalKit is not importable. It is installed from its git checkout, not from the package registry: "
@@ -97,11 +97,11 @@ def vlmevalkit_model(cls: type[PrunedVLM]) -> type[PrunedVLM]:
     return type(cls.__name__, (VLMEvalKitModel, cls), {"__module__": __name__, "__doc__": cls.__doc__})
 
 
-def with_classes(factory: partial, swap: dict[type, type]) -> partial:
-    """`factory` with each class of `swap` it builds (as its function or an argument) replaced by `swap`'s value."""
+def with_classes(factory: partial, swap: dict[LazyClass, type]) -> partial:
+    """`factory` with each adapter of `swap` it builds (as its function or an argument) replaced by `swap`'s class."""
 
     def swapped(value: Any) -> Any:
-        return swap.get(value, value) if isinstance(value, type) else value
+        return swap.get(value, value) if isinstance(value, LazyClass) else value
 
     return partial(swapped(factory.func), *map(swapped, factory.args), **factory.keywords)
 
@@ -246,7 +246,7 @@ def save_scores(report: dict[str, Any], eval_file: str) -> dict[str, Any]:
 def register() -> dict[str, list[str]]:
     """Add every model and dataset of this project to VLMEvalKit's registries; returns what was added."""
     config, vlm, dataset = _vlmevalkit()
-    models = {cls: vlmevalkit_model(cls) for cls in MODEL_CLASSES.values()}
+    models = {adapter: vlmevalkit_model(adapter.load()) for adapter in MODEL_CLASSES.values()}
     for name, factory in supported_models.items():
         config.supported_VLM[name] = with_classes(factory, models)
     for cls in models.values():

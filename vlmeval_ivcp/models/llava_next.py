@@ -61,6 +61,12 @@ def llava_next_layout(image_size: tuple[int, int], config: Any) -> ImageLayout:
         image_size, config.image_grid_pinpoints, config.vision_config.image_size
     )
     _, rows, cols = unpad_image(torch.empty(0, tile_rows * side, tile_cols * side), torch.tensor(image_size)).shape
+    return anyres_layout(side, rows, cols)
+
+
+def anyres_layout(side: int, rows: int, cols: int, tiles: tuple[int, int] | None = None) -> ImageLayout:
+    """An "anyres" image's tokens (LLaVA-NeXT, LLaVA-OneVision): the base view's `side x side` cells, then the tiles
+    stitched into one unpadded grid of `rows x cols` cells with a newline token after each row."""
     base = View(0, side, side, kind="global")
     local = View(side * side, rows, cols, row_separator=True, kind="local")
-    return ImageLayout(base.n_tokens + local.n_tokens, (base, local))
+    return ImageLayout(base.n_tokens + local.n_tokens, (base, local), tiles=tiles)

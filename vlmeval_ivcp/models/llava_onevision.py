@@ -20,6 +20,7 @@ from transformers.image_processing_utils import select_best_resolution
 
 from ..pruning.layout import ImageLayout, View
 from .base import PrunedVLM, image_only, shipped_chat_template
+from .llava_next import anyres_layout
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -39,16 +40,14 @@ def llava_ov_layout(processor: Any, image_size: tuple[int, int] | None) -> Image
             an image among several (base view and one trailing newline).
     """
     side = isqrt(processor.num_image_tokens)
-    base = View(0, side, side, kind="global")
     if image_size is None:
-        return ImageLayout(side * side + 1, (base,))
+        return ImageLayout(side * side + 1, (View(0, side, side, kind="global"),))
     view = processor.image_processor.size
     best_height, best_width = select_best_resolution(list(image_size), processor.image_processor.image_grid_pinpoints)
     tiles = (best_height // view.height, best_width // view.width)
     # The processor's own count of the unpadded (and resized) grid: cells, and one newline per row.
     cells, rows = processor._get_unpadded_features(*image_size, side, side, *tiles)
-    local = View(side * side, rows, cells // rows, row_separator=True, kind="local")
-    return ImageLayout(side * side + local.n_tokens, (base, local), tiles=tiles)
+    return anyres_layout(side, rows, cells // rows, tiles)
 
 
 class LlavaOneVision(PrunedVLM):

@@ -1,32 +1,56 @@
-"""Models by name, VLMEvalKit-style: name -> `functools.partial(Class, **kwargs)`, built lazily."""
+"""Models by name, VLMEvalKit-style: name -> `functools.partial(Class, **kwargs)`, built lazily, each adapter class
+imported on first use."""
 
 from __future__ import annotations
 
 import os
 from functools import partial
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import PrunedVLM
-from .deepseek_vl2 import DeepseekVL2
-from .internvl import InternVL
-from .llava import Llava
-from .llava_next import LlavaNext
-from .llava_onevision import LlavaOneVision
-from .qwen2_5_vl import Qwen2_5_VL
-from .qwen2_vl import Qwen2_VL
-from .qwen3_vl import Qwen3_VL
 from .tiny import tiny_checkpoint
 
-MODEL_CLASSES: dict[str, type[PrunedVLM]] = {
-    "Qwen2_5_VL": Qwen2_5_VL,
-    "Qwen2_VL": Qwen2_VL,
-    "Qwen3_VL": Qwen3_VL,
-    "Llava": Llava,
-    "LlavaNext": LlavaNext,
-    "LlavaOneVision": LlavaOneVision,
-    "InternVL": InternVL,
-    "DeepseekVL2": DeepseekVL2,
+if TYPE_CHECKING:
+    from .base import PrunedVLM
+
+
+class LazyClass:
+    """An adapter class by its dotted path, imported on first use; calling it builds an instance, as the class would.
+
+    Importing an adapter loads transformers' model code (seconds). Listing the registry and checking a run config read
+    only its names, checkpoints and families, so they import none (a config's `kwargs` are checked against the class's
+    constructor: that imports the one adapter named).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.__name__ = path.rpartition(".")[2]
+
+    def __repr__(self) -> str:
+        return f"LazyClass({self.path!r})"
+
+    def load(self) -> type[PrunedVLM]:
+        module, _, name = self.path.rpartition(".")
+        return getattr(import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PrunedVLM:
+        return self.load()(*args, **kwargs)
+
+
+Qwen2_5_VL = LazyClass("vlmeval_ivcp.models.qwen2_5_vl.Qwen2_5_VL")
+Qwen2_VL = LazyClass("vlmeval_ivcp.models.qwen2_vl.Qwen2_VL")
+Qwen3_VL = LazyClass("vlmeval_ivcp.models.qwen3_vl.Qwen3_VL")
+Llava = LazyClass("vlmeval_ivcp.models.llava.Llava")
+LlavaNext = LazyClass("vlmeval_ivcp.models.llava_next.LlavaNext")
+LlavaOneVision = LazyClass("vlmeval_ivcp.models.llava_onevision.LlavaOneVision")
+InternVL = LazyClass("vlmeval_ivcp.models.internvl.InternVL")
+DeepseekVL2 = LazyClass("vlmeval_ivcp.models.deepseek_vl2.DeepseekVL2")
+
+# The adapters by class name (a config's `class`); `.load()` imports one.
+MODEL_CLASSES: dict[str, LazyClass] = {
+    cls.__name__: cls
+    for cls in (Qwen2_5_VL, Qwen2_VL, Qwen3_VL, Llava, LlavaNext, LlavaOneVision, InternVL, DeepseekVL2)
 }
 
 # Release settings of IVC-Prune for Qwen2.5-VL: min_pixels = 4·28², max_pixels = 16384·28².
@@ -38,7 +62,7 @@ def tiny_models_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlmeval_ivcp" / "tiny-models"
 
 
-def tiny_model(cls: type[PrunedVLM], family: str, **kwargs: Any) -> PrunedVLM:
+def tiny_model(cls: LazyClass, family: str, **kwargs: Any) -> PrunedVLM:
     """The tiny random-weight checkpoint of `family` (4 to 6 layers, width 64; built on first use) behind `cls`: for
     demos and smoke tests, its answers are noise."""
     options = dict(dtype="float32", max_new_tokens=8)

@@ -1,9 +1,15 @@
 """Visual-token pruning: methods (pure selection functions) and the engine that applies them inside a decoder."""
 
+from importlib import import_module
+from typing import Any
+
 from .config import Cut, PruneConfig
 from .context import RopeSpec, Selection, SelectionContext
-from .engine import PrefillRecord, Pruner, prune, unprune
 from .registry import METHODS, get_method, make_config, register_method
+
+# The engine imports transformers' attention and cache code (seconds): loaded on first use, so that checking a config
+# against the methods' options (the runner's pre-flight, `vlmeval-ivcp list methods`) needs none of it.
+_ENGINE = ("PrefillRecord", "Pruner", "prune", "unprune")
 
 __all__ = [
     "Cut",
@@ -20,3 +26,9 @@ __all__ = [
     "register_method",
     "unprune",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE:
+        return getattr(import_module(".engine", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

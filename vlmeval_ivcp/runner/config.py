@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..datasets.registry import dataset_class
-from ..models.registry import MODEL_CLASSES, supported_models
+from ..models.registry import MODEL_CLASSES, LazyClass, supported_models
 from ..pruning.registry import get_method
 
 TOP_LEVEL_KEYS = {"work_dir": str, "data_root": (str, type(None)), "models": list, "datasets": list, "methods": list}
@@ -139,7 +139,7 @@ def _model_entry(entry: dict[str, Any], here: str) -> ModelSpec:
     if "class" not in entry:
         if entry["name"] not in supported_models:
             raise ConfigError(f"{here}.name: unknown model {entry['name']!r}; known: {sorted(supported_models)}")
-        _check_model_kwargs(kwargs, registry_class(entry["name"]), here)
+        _check_model_kwargs(kwargs, registry_adapter(entry["name"]), here)
         return ModelSpec(entry["name"], kwargs)
     if entry["class"] not in MODEL_CLASSES:
         raise ConfigError(f"{here}.class: unknown adapter {entry['class']!r}; known: {sorted(MODEL_CLASSES)}")
@@ -149,11 +149,13 @@ def _model_entry(entry: dict[str, Any], here: str) -> ModelSpec:
     return ModelSpec(entry["name"], kwargs, entry["class"])
 
 
-def _check_model_kwargs(kwargs: dict[str, Any], cls: type, here: str) -> None:
-    allowed = constructor_options(cls)
+def _check_model_kwargs(kwargs: dict[str, Any], adapter: LazyClass, here: str) -> None:
+    if not kwargs:  # nothing to check: the adapter, whose import loads transformers' model code, is not imported
+        return
+    allowed = constructor_options(adapter.load())
     for key in kwargs:
         if key not in allowed:
-            raise ConfigError(f"{here}.kwargs.{key}: unknown option of {cls.__name__}; allowed: {sorted(allowed)}")
+            raise ConfigError(f"{here}.kwargs.{key}: unknown option of {adapter.__name__}; allowed: {sorted(allowed)}")
 
 
 def constructor_options(cls: type) -> set[str]:
@@ -170,10 +172,10 @@ def constructor_options(cls: type) -> set[str]:
     return options
 
 
-def registry_class(name: str) -> type:
-    """The adapter class behind a registry name (a tiny entry names it as its first argument)."""
+def registry_adapter(name: str) -> LazyClass:
+    """The adapter behind a registry name (a tiny entry names it as its first argument)."""
     entry = supported_models[name]
-    return entry.func if isinstance(entry.func, type) else entry.args[0]
+    return entry.func if isinstance(entry.func, LazyClass) else entry.args[0]
 
 
 def parse_config(raw: Any, source: str = "<config>") -> RunConfig:

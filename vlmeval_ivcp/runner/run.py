@@ -15,12 +15,11 @@ import logging
 import platform
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
-import transformers
 from PIL import Image
 from tqdm import tqdm
 
@@ -333,8 +332,8 @@ def _run_point(wrapper, model, point, config, ranks, mode, judge, limit, resume,
             "config": config.source,
             "versions": {
                 "vlmeval_ivcp": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
+                "torch": version("torch"),
+                "transformers": version("transformers"),
                 "python": platform.python_version(),
             },
             "git_commit": git_commit(),

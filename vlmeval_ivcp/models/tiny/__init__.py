@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 TINY_TEXT_WIDTHS = dict(
     hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096
 )
+# The vision tower of the CLIP, SigLIP and InternViT families: 2 layers of width 32, 2 heads, MLP 64.
+TINY_VISION_WIDTHS = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
 
 def byte_level_tokenizer(tokenizer_cls: type, special_tokens: tuple[str, ...], **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import byte_level_tokenizer, chat_text_config, random_model
+from . import TINY_VISION_WIDTHS, byte_level_tokenizer, chat_text_config, random_model
 
 INTERNVL_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
@@ -50,14 +50,7 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4, text_model_type:
             # Qwen3's config defaults to head_dim 128 instead of deriving it from the widths.
             **({"head_dim": 16} if text_model_type == "qwen3" else {}),
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=TILE_SIZE,
-            patch_size=PATCH_SIZE,
-        ),
+        vision_config=dict(**TINY_VISION_WIDTHS, image_size=TILE_SIZE, patch_size=PATCH_SIZE),
         image_token_id=token("<IMG_CONTEXT>"),
         image_seq_length=tokens_per_tile,
         downsample_ratio=downsample_ratio,

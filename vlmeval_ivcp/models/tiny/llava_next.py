@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import random_model
-from .llava import TINY_CLIP_VISION, llama_text_config, llava_tokenizer
+from .llava import CLIP_PROCESSOR_OPTIONS, llava_config_options, llava_tokenizer, save_llava
 
 # (height, width) of the tilings: 1x1, 1x2, 2x1 and 2x2 tiles of 56 pixels.
 TINY_GRID_PINPOINTS = [[56, 56], [56, 112], [112, 56], [112, 112]]
@@ -38,25 +37,11 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = llava_tokenizer()
-    token = tokenizer.convert_tokens_to_ids
-    config = LlavaNextConfig(
-        text_config=llama_text_config(tokenizer, num_layers),
-        vision_config=TINY_CLIP_VISION,
-        image_token_id=token("<image>"),
-        image_grid_pinpoints=TINY_GRID_PINPOINTS,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    model = random_model(LlavaNextForConditionalGeneration, config, seed, "vision_tower", token("</s>"),
-                          tokenizer.pad_token_id)
-    model.save_pretrained(path)
+    config = LlavaNextConfig(**llava_config_options(tokenizer, num_layers), image_grid_pinpoints=TINY_GRID_PINPOINTS)
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=TINY_GRID_PINPOINTS
     )
     processor = LlavaNextProcessor(
-        image_processor, tokenizer, patch_size=14, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
-        chat_template=VICUNA_CHAT_TEMPLATE,
+        image_processor, tokenizer, **CLIP_PROCESSOR_OPTIONS, chat_template=VICUNA_CHAT_TEMPLATE
     )
-    processor.save_pretrained(path)
-    return path
+    return save_llava(path, LlavaNextForConditionalGeneration, config, tokenizer, processor, seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import byte_level_tokenizer, chat_text_config, random_model
+from . import TINY_VISION_WIDTHS, byte_level_tokenizer, chat_text_config, random_model
 
 LLAVA_OV_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
 TILE = 56  # pixels per side of a view: 4 x 4 patches of 14
@@ -44,14 +44,7 @@ def build(path: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
     config = LlavaOnevisionConfig(
         text_config=chat_text_config(tokenizer, num_layers, model_type="qwen2"),
         vision_config=dict(
-            model_type="siglip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=TILE,
-            patch_size=14,
-            vision_use_head=False,
+            model_type="siglip_vision_model", **TINY_VISION_WIDTHS, image_size=TILE, patch_size=14, vision_use_head=False
         ),
         image_token_index=token("<image>"),
         video_token_index=token("<video>"),
