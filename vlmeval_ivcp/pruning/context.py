@@ -76,6 +76,8 @@ class SelectionContext:
             `.view(L, H, d).mean(1)`), pooled; NaN rows at separators.
         vision_features (`Tensor [L, g*C]` or `None`): the projector-input rows of the token's `g` patches
             concatenated in the merger's order (g = 1 for LLaVA); NaN rows at separators.
+        vision_patches_per_token (`int` or `None`): `g`, encoder patches per LLM visual token (1 for the LLaVA family,
+            4 where the merger fuses 2x2: Qwen, InternVL, DeepSeek-VL2), given with any vision need.
         seed (`int`): seed for methods that draw at random.
     """
 
@@ -99,6 +101,7 @@ class SelectionContext:
     vision_cls_attention_heads: torch.Tensor | None = None
     vision_keys: torch.Tensor | None = None
     vision_features: torch.Tensor | None = None
+    vision_patches_per_token: int | None = None
     seed: int = 0
 
     @property

@@ -91,7 +91,7 @@ def select_cut(
 
 def _vision_fields(
     state: PromptState, method: MethodSpec, row: int, image: int, positions: torch.Tensor
-) -> dict[str, torch.Tensor | None]:
+) -> dict[str, torch.Tensor | int | None]:
     """The vision-tower tap's values the method needs, for the image's tokens alive at prompt `positions`."""
     if state.vision is None:
         return {}
@@ -109,7 +109,8 @@ def _vision_fields(
     out = {name: value for name, value in fields.items() if name in method.needs}
     if "vision_cls_attention" in method.needs:
         out["vision_cls_attention_heads"] = vision.cls_attention_heads
-    return {name: None if value is None else value.to(positions.device) for name, value in out.items()}
+    out = {name: None if value is None else value.to(positions.device) for name, value in out.items()}
+    return dict(out, vision_patches_per_token=vision.patches_per_token)
 
 
 def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:

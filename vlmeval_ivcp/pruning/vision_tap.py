@@ -91,6 +91,7 @@ class VisionInputs:
     cls_attention_heads: torch.Tensor | None = None  # [H, L]
     keys: torch.Tensor | None = None  # [L, H*d]
     features: torch.Tensor | None = None  # [L, g*C]
+    patches_per_token: int = 1  # g: 1 where a token is one patch (LLaVA family), 4 where the merger fuses 2x2
 
     def gather(self, index: torch.Tensor) -> VisionInputs:
         """The rows of the tokens `index` (an image's survivors at a later cut)."""
@@ -99,6 +100,7 @@ class VisionInputs:
         return VisionInputs(
             **{name: None if value is None else value[index.to(value.device)] for name, value in pick.items()},
             cls_attention_heads=None if heads is None else heads[:, index.to(heads.device)],
+            patches_per_token=self.patches_per_token,
         )
 
 
@@ -468,5 +470,6 @@ class VisionTap:
             cls_attention_heads=None if heads is None else heads.t().contiguous(),
             keys=mapped.get("keys"),
             features=mapped.get("features"),
+            patches_per_token=source.shape[1],
         )
 

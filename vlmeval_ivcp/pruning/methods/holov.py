@@ -81,15 +81,21 @@ def chunk_score(attention: torch.Tensor, features: torch.Tensor) -> torch.Tensor
     A one-token chunk scores its raw `a`.
     """
     n = attention.numel()
+    attention, features = _at_least_float32(attention), _at_least_float32(features)
     if n <= 1:
-        return attention.float().mean()
-    unit = features.float() / (features.float().norm(dim=1, keepdim=True) + _EPS)
+        return attention.mean()
+    unit = features / (features.norm(dim=1, keepdim=True) + _EPS)
     similarity = (unit @ unit.T) * (1 - torch.eye(n, device=unit.device))
     mean = similarity.sum(dim=1) / (n - 1)
     variance = ((similarity - mean[:, None]) ** 2).sum(dim=1) / (n - 1)
-    scaled = attention.float() * _ATTENTION_SCALE
+    scaled = attention * _ATTENTION_SCALE
     weight = scaled.abs().mean() / (variance.abs().mean() + _EPS)
     return (scaled + _ALPHA * weight * variance).mean()
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Float32 (the release's precision) or wider: the tests' float64 loop reference compares exactly."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def allocate(scores: torch.Tensor, sizes: list[int], n_keep: int, preset: str) -> list[int]:

@@ -20,7 +20,7 @@ from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 from .vision_cells import cell_views, separators, view_budget, vit_scores
 
-SIMILARITY_SPACES = ("projector_input", "llm_input")
+SIMILARITY_SPACES = ("auto", "projector_input", "llm_input")
 # Tokens of the residual dropped per round, at most (the release's constant).
 _ROUND = 8
 
@@ -36,10 +36,11 @@ class VisPrunerConfig(PruneConfig):
         metadata={"help": "r: the share of each view's budget kept by [CLS] attention (README: 0.5 at 128, 0.75 at 64)"},
     )
     similarity: str = field(
-        default="projector_input",
+        default="auto",
         metadata={
-            "help": "'projector_input' (the release: the ViT features the projector reads) or 'llm_input' (the "
-            "projected tokens, as the Qwen2.5-VL port)"
+            "help": "'projector_input' (the release: the ViT features the projector reads), 'llm_input' (the "
+            "projected tokens, as the Qwen2.5-VL port) or 'auto': projector_input where a token is one patch "
+            "(LLaVA family), llm_input where the merger fuses patches (Qwen, InternVL, DeepSeek-VL2)"
         },
     )
     vision_layer: int | None = field(
@@ -72,10 +73,11 @@ def vispruner_keep(
 
     1. `T_imp = int(T r)` (+1 with `parity_bump` when `N - T_imp` is odd), `T_div = T - T_imp`; cells sorted by
        `scores` descending (stable: ties to the lower index); important = the first `T_imp`, residual = the rest.
-    2. While `T_div > 0`: `R = |residual|`, `m = min(8, R - T_div)`, stop if `m <= 0`; `A` = residual at even
-       positions, `B` at odd; `s_a = max_b cos(x_a, x_b)`; drop the `m` members of `A` with the largest `s_a`;
-       residual = surviving `A` by `s_a` descending, then `B`. With odd `R`, `A` has `ceil(R/2)` members (the
-       release's indexing fails there).
+    2. While `R = |residual| > T_div`: `m = min(8, R - T_div)`; `A` = residual at even positions, `B` at odd;
+       `s_a = max_b cos(x_a, x_b)`; drop the `m` members of `A` with the largest `s_a`; residual = surviving `A` by
+       `s_a` descending, then `B`. With odd `R`, `A` has `ceil(R/2)` members (the release's indexing fails there).
+       With `T_div = 0` the residual empties (top-`T` by score, FasterVLM's rule; the release's `while T_div > 0`
+       would keep all of it).
 
     Args:
         scores (`FloatTensor [N]`), features (`Tensor [N, D]`): per cell.
@@ -88,12 +90,14 @@ def vispruner_keep(
     n_diverse = n_keep - n_important
     order = torch.argsort(scores.float(), descending=True, stable=True)
     important, residual = order[:n_important], order[n_important:]
-    unit = F.normalize(features.float(), dim=-1)
-    while n_diverse > 0:
+    # float32 at least (float64 inputs stay float64: the loop reference of the tests compares exactly)
+    unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    while residual.numel() > n_diverse:
         drop = min(_ROUND, residual.numel() - n_diverse)
-        if drop <= 0:
-            break
         a, b = residual[0::2], residual[1::2]
+        if b.numel() == 0:  # T_div = 0 and one token left: nothing to match it with
+            residual = residual[:n_diverse]
+            break
         similarity = (unit[a] @ unit[b].T).max(dim=1).values
         survivors = a[torch.argsort(similarity, descending=True, stable=True)[drop:]]
         residual = torch.cat([survivors, b])
@@ -107,10 +111,13 @@ def vispruner_select(ctx: SelectionContext, config: VisPrunerConfig) -> Selectio
     """Per view of the image, `round(ratio * cells)` cells by VisPruner's rule; separators kept.
 
     Reads `ctx.vision_cls_attention` (or `ctx.vision_attention` where the encoder has no [CLS]) and, for the
-    similarity, `ctx.vision_features` (`similarity="projector_input"`) or the input embeddings' visual rows.
+    similarity, `ctx.vision_features` (`projector_input`) or the input embeddings' visual rows (`llm_input`).
     """
     scores = vit_scores(ctx, "vispruner")
-    if config.similarity == "projector_input":
+    space = config.similarity
+    if space == "auto":
+        space = "projector_input" if ctx.vision_patches_per_token == 1 else "llm_input"
+    if space == "projector_input":
         if ctx.vision_features is None:
             raise ValueError("vispruner needs ctx.vision_features (declare needs=('vision_features',))")
         features = ctx.vision_features
