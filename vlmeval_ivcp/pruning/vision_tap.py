@@ -45,8 +45,9 @@ from .state import clock
 # The needs a method may declare that the tap fills (fields of `SelectionContext` of the same names).
 VISION_INPUTS = frozenset({"vision_attention", "vision_cls_attention", "vision_keys", "vision_features"})
 CLS_SOFTMAX = ("per_head", "concat")
-# Query rows scored at once when accumulating received attention: bounds the [views, H, chunk, N] logits.
-_LOGIT_BUDGET = 1 << 24
+# Query rows scored at once when accumulating received attention: bounds the [views, H, chunk, N] logits (16 MiB
+# of float32, small enough to stay in a GPU's L2 cache).
+_LOGIT_BUDGET = 1 << 22
 
 # (model, inputs of the multimodal forward and the tower, the prefill's image layouts in batch order)
 #   -> per image, `LongTensor [L_i, g]`: the patch rows each LLM visual token reads (-1: none, a separator or padding)
@@ -292,22 +293,25 @@ def layer_index(vision_layer: int, n_layers: int) -> int:
 def received_attention(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
     """`[B, n]`: per key, its softmax probability averaged over the heads and the `n` query rows of its call.
 
+    The logits are formed in the states' dtype and the softmax and sums run in float32, as the models' eager attention
+    (`eager_attention_forward`) computes the weights the releases read.
+
     Args:
         query, key (`Tensor [B, H, n, d]`): one attention call's states.
     """
     batch, heads, n, _ = query.shape
-    key = key.float()
-    total = key.new_zeros(batch, n)
+    total = query.new_zeros(batch, n, dtype=torch.float32)
     chunk = max(1, _LOGIT_BUDGET // max(1, batch * heads * n))
+    key_t = key.transpose(-1, -2)
     for start in range(0, n, chunk):
-        logits = torch.matmul(query[:, :, start:start + chunk].float(), key.transpose(-1, -2)) * scaling
-        total += logits.softmax(dim=-1).sum(dim=(1, 2))
+        logits = torch.matmul(query[:, :, start:start + chunk], key_t) * scaling
+        total += logits.softmax(dim=-1, dtype=torch.float32).sum(dim=(1, 2))
     return total / (heads * n)
 
 
 def cls_attention(query: torch.Tensor, key: torch.Tensor, scaling: float, softmax: str) -> tuple[torch.Tensor, ...]:
     """The [CLS] (row 0) query's attention over the call's keys: `([B, n] head-mean or single-"head", [B, H, n])`."""
-    q_cls, key = query[:, :, :1].float(), key.float()
+    q_cls, key = query[:, :, :1].float(), key.float()  # one row: float32 costs nothing
     heads = (torch.matmul(q_cls, key.transpose(-1, -2)) * scaling).softmax(dim=-1)[:, :, 0]  # [B, H, n]
     if softmax == "per_head":
         return heads.mean(dim=1), heads

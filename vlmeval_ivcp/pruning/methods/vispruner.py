@@ -23,6 +23,8 @@ from .vision_cells import cell_views, separators, view_budget, vit_scores
 SIMILARITY_SPACES = ("auto", "projector_input", "llm_input")
 # Tokens of the residual dropped per round, at most (the release's constant).
 _ROUND = 8
+# Largest residual cosine matrix formed at once (float32 values: 64 MiB).
+_GRAM_LIMIT = 1 << 24
 
 
 @dataclass
@@ -92,13 +94,19 @@ def vispruner_keep(
     important, residual = order[:n_important], order[n_important:]
     # float32 at least (float64 inputs stay float64: the loop reference of the tests compares exactly)
     unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
+    # The residual's cosines, formed once: every round reads a block of them (`R^2` values; rounds of fresh
+    # `(R/2) x (R/2) x D` products where that would exceed `_GRAM_LIMIT`).
+    gram = unit[residual] @ unit[residual].T if residual.numel() ** 2 <= _GRAM_LIMIT else None
+    position = torch.empty(n_cells, dtype=torch.long, device=scores.device)
+    position[residual] = torch.arange(residual.numel(), device=scores.device)
     while residual.numel() > n_diverse:
         drop = min(_ROUND, residual.numel() - n_diverse)
         a, b = residual[0::2], residual[1::2]
         if b.numel() == 0:  # T_div = 0 and one token left: nothing to match it with
             residual = residual[:n_diverse]
             break
-        similarity = (unit[a] @ unit[b].T).max(dim=1).values
+        pairs = gram[position[a]][:, position[b]] if gram is not None else unit[a] @ unit[b].T
+        similarity = pairs.max(dim=1).values
         survivors = a[torch.argsort(similarity, descending=True, stable=True)[drop:]]
         residual = torch.cat([survivors, b])
     return important, residual
