@@ -293,8 +293,7 @@ def layer_index(vision_layer: int, n_layers: int) -> int:
 def received_attention(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
     """`[B, n]`: per key, its softmax probability averaged over the heads and the `n` query rows of its call.
 
-    The logits are formed in the states' dtype and the softmax and sums run in float32, as the models' eager attention
-    (`eager_attention_forward`) computes the weights the releases read.
+    Float32 throughout (spec: scores in float32; also 3x faster than bf16/fp16 products on a CPU without such units).
 
     Args:
         query, key (`Tensor [B, H, n, d]`): one attention call's states.
@@ -302,10 +301,10 @@ def received_attention(query: torch.Tensor, key: torch.Tensor, scaling: float) -
     batch, heads, n, _ = query.shape
     total = query.new_zeros(batch, n, dtype=torch.float32)
     chunk = max(1, _LOGIT_BUDGET // max(1, batch * heads * n))
-    key_t = key.transpose(-1, -2)
+    key_t = key.float().transpose(-1, -2)
     for start in range(0, n, chunk):
-        logits = torch.matmul(query[:, :, start:start + chunk], key_t) * scaling
-        total += logits.softmax(dim=-1, dtype=torch.float32).sum(dim=(1, 2))
+        logits = torch.matmul(query[:, :, start:start + chunk].float(), key_t) * scaling
+        total += logits.softmax(dim=-1).sum(dim=(1, 2))
     return total / (heads * n)
 
 
