@@ -1,7 +1,7 @@
-"""The vision-tower tap on every family's tiny checkpoint: its features, run through the model's own projector (merger),
-are exactly the embeddings the LLM receives at each visual token (so every value lands on the right token, separators
-excepted), its attention scores equal the eager encoder's attention weights mapped the same way, and the encoder keeps
-SDPA."""
+"""The vision-tower tap on every family's tiny checkpoint: its features, run through the model's own projector
+(merger), are exactly the embeddings the LLM receives at each visual token (so every value lands on the right token,
+separators excepted), its attention scores equal the eager encoder's attention weights mapped the same way, and the
+encoder keeps SDPA."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def _check_features_land_on_their_tokens(model, values, embeds, visual):
         torch.testing.assert_close(projected, embeds[row][visual[row]][cells], rtol=1e-5, atol=1e-5)
         for image in images:  # separators: NaN in every field
             separators = image.features.isnan().any(dim=1)
-            assert bool(image.attention[separators].isnan().all()) and not bool(image.attention[~separators].isnan().any())
+            assert bool(image.attention[separators].isnan().all())
+            assert not bool(image.attention[~separators].isnan().any())
 
 
 @pytest.mark.parametrize("family", FAMILIES)

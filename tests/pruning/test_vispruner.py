@@ -54,7 +54,8 @@ def test_hand_computed_case():
 def test_a_round_may_drop_more_than_half_the_residual():
     # 12 residual tokens, T_div = 2: m = min(8, 10) = 8 > |A| = 6, so the first round drops all of A, as the release.
     generator = torch.Generator().manual_seed(3)
-    scores, features = torch.rand(13, generator=generator), torch.randn(13, 5, generator=generator, dtype=torch.float64)
+    scores = torch.rand(13, generator=generator)
+    features = torch.randn(13, 5, generator=generator, dtype=torch.float64)
     got = vispruner_keep(scores, features, 3, 1 / 3)
     want = _reference(scores.tolist(), features.tolist(), 3, 1 / 3)
     assert (got[0].tolist(), got[1].tolist()) == want

@@ -146,12 +146,13 @@ def _anyres(model: nn.Module, inputs: dict[str, Any], layouts: list[ImageLayout 
     newline = torch.tensor([-1.0], dtype=torch.float64)
     per_image = list(torch.split(rows, tiles))
     if hasattr(config, "vision_aspect_ratio"):  # LLaVA-OneVision
-        packed, _ = multimodal.pack_image_features(
+        packed, lengths = multimodal.pack_image_features(
             per_image, sizes, image_newline=newline, vision_aspect_ratio=config.vision_aspect_ratio)
     else:
-        packed, _ = multimodal.pack_image_features(
+        packed, lengths = multimodal.pack_image_features(
             per_image, sizes, config.vision_feature_select_strategy, image_newline=newline)
-    packed = packed if isinstance(packed, (list, tuple)) else torch.split(packed, [int(v) for v in _])
+    if isinstance(packed, torch.Tensor):  # LLaVA-NeXT concatenates the images
+        packed = torch.split(packed, [int(length) for length in lengths])
     sources = []
     for image in packed:
         if not bool((image == image.round()).all()):
@@ -234,7 +235,9 @@ def _deepseek_views(
         source[global_view.cells().flatten()] = _shift(members, view * side * side).view(-1, ratio * ratio)
         # (th, tw) tiles of `cells x cells` side by side: tile (ti, tj) is view 1 + ti * tw + tj of the image.
         tiles = torch.stack([
-            torch.stack([_shift(members, (view + 1 + ti * width_tiles + tj) * side * side) for tj in range(width_tiles)])
+            torch.stack([
+                _shift(members, (view + 1 + ti * width_tiles + tj) * side * side) for tj in range(width_tiles)
+            ])
             for ti in range(height_tiles)
         ])  # [th, tw, cells, cells, g]
         grid = tiles.permute(0, 2, 1, 3, 4).reshape(height_tiles * cells, width_tiles * cells, ratio * ratio)
@@ -384,7 +387,6 @@ class VisionTap:
         self._patches: dict[str, list[torch.Tensor]] = {}
         self.seconds = 0.0
 
-
     def remove(self) -> None:
         self._multimodal.__dict__.pop("get_image_features", None)
         for handle in self._handles:
@@ -444,7 +446,8 @@ class VisionTap:
         inputs, seconds = self._inputs, self.seconds
         self.reset()
         if not patches:
-            raise ValueError("the vision tap saw no encoder call in this prefill: pass the images to the model's forward")
+            raise ValueError(
+                "the vision tap saw no encoder call in this prefill: pass the images to the model's forward")
         any_value = next(iter(patches.values()))
         start = clock(any_value)
         flat_layouts = [layout for row in layouts for layout in row] if layouts else [None] * sum(images_per_row)

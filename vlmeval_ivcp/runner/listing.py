@@ -28,7 +28,8 @@ SUMMARIES = {
     "cdpruner": "CDPruner: a conditional DPP over the visual tokens (instruction relevance x similarity), before the "
     "LLM",
     "vispruner": "VisPruner: the tokens the ViT [CLS] attends to most, then duplicates removed, before the LLM",
-    "holov": "HoloV: the budget spread over contiguous chunks by ViT attention and similarity variance, before the LLM",
+    "holov": "HoloV: the budget spread over contiguous chunks by ViT attention and similarity variance, before the "
+    "LLM",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }

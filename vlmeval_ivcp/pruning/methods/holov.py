@@ -44,7 +44,9 @@ class HoloVConfig(PruneConfig):
     )
     vision_layer: int | None = field(
         default=None,
-        metadata={"help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"},
+        metadata={
+            "help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"
+        },
     )
 
     def __post_init__(self) -> None:

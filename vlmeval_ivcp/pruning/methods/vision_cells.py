@@ -22,7 +22,8 @@ def vit_scores(ctx: SelectionContext, method: str) -> torch.Tensor:
     """
     scores = ctx.vision_cls_attention if ctx.vision_cls_attention is not None else ctx.vision_attention
     if scores is None:
-        raise ValueError(f"{method} needs the vision tap's attention (needs 'vision_cls_attention', 'vision_attention')")
+        raise ValueError(
+            f"{method} needs the vision tap's attention (needs 'vision_cls_attention', 'vision_attention')")
     return scores.float()
 
 

@@ -35,7 +35,9 @@ class VisPrunerConfig(PruneConfig):
     layer: int = field(default=0, metadata={"help": "K = 0: the LLM never sees the dropped tokens"})
     important_ratio: float = field(
         default=0.5,
-        metadata={"help": "r: the share of each view's budget kept by [CLS] attention (README: 0.5 at 128, 0.75 at 64)"},
+        metadata={
+            "help": "r: the share of each view's budget kept by [CLS] attention (README: 0.5 at 128, 0.75 at 64)"
+        },
     )
     similarity: str = field(
         default="auto",
@@ -47,7 +49,9 @@ class VisPrunerConfig(PruneConfig):
     )
     vision_layer: int | None = field(
         default=None,
-        metadata={"help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"},
+        metadata={
+            "help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"
+        },
     )
     parity_bump: bool = field(
         default=False,
