@@ -15,8 +15,14 @@ of `--grid` x `--grid` visual tokens (Qwen2.5-VL: 36 x 36 = 1,296 by default, a 
 tower is skipped: the visual tokens enter the LLM as random embeddings passed with `inputs_embeds`, while `input_ids`,
 `mm_token_type_ids` and `image_grid_thw` still tell the model (M-RoPE positions) and the engine (image tokens, grid)
 where the picture is. Qwen3-VL gets random pixels through a three-block, 32-wide tower (that also makes the DeepStack
-features) and LLaVA a one-layer, 32-wide CLIP tower on a random picture (LLaVA-OneVision a one-layer SigLIP tower;
-their cost is negligible next to the decoder), because their forwards take `input_ids` or `inputs_embeds`, not both.
+features) and LLaVA a two-layer CLIP tower with ViT-L/14's widths on a random picture (LLaVA-OneVision a one-layer,
+32-wide SigLIP tower; their cost is small next to the decoder), because their forwards take `input_ids` or
+`inputs_embeds`, not both. The vision-tower methods (VisPruner, HoloV) score a layer of the encoder: they run with
+random pixels through Qwen2.5-VL's one vision block of the 7B ViT's widths (1280 wide, 16 heads, full attention over
+the picture's 4 x 1,296 patches, as its last block) and LLaVA's first CLIP-L layer (`vision_layer` -2); the
+selection time then includes that scoring (the tower's own forward is not counted, and the prefill it is compared
+with is the tower-less one). Qwen3-VL's and LLaVA-OneVision's towers are small stand-ins: those methods are not
+measured there.
 
 For every method the script reports the engine's `PrefillRecord.select_seconds` (capturing the method's inputs,
 scoring and choosing) as a fraction of the unpruned prefill time, both medians of `--repeats` runs in this process.
@@ -46,7 +52,8 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
-from vlmeval_ivcp.pruning import prune
+from vlmeval_ivcp.pruning import get_method, prune
+from vlmeval_ivcp.pruning.vision_tap import VISION_INPUTS
 
 VOCAB = 1024
 IMAGE, VIDEO, VISION_START, VISION_END = range(VOCAB - 4, VOCAB)
@@ -69,9 +76,11 @@ def build_qwen(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen2
             eos_token_id=None,
             pad_token_id=None,
         ),
-        # Never run here (the visual tokens come as embeddings); kept minimal so that building the model is quick.
+        # One block with the 7B ViT's widths (1280 wide, 16 heads, full attention like its last block): it runs only
+        # for the vision-tower methods, whose tap scores it; the others get the visual tokens as embeddings.
         vision_config=dict(
-            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=3584, fullatt_block_indexes=[0]
+            depth=1, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+            fullatt_block_indexes=[0],
         ),
         image_token_id=IMAGE,
         video_token_id=VIDEO,
@@ -120,6 +129,15 @@ def qwen_inputs(model: Qwen2_5_VLForConditionalGeneration, grid: int) -> dict[st
     }
 
 
+def qwen_pixels(model: Qwen2_5_VLForConditionalGeneration, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Random pixels for the picture of `inputs` (the vision tower then runs and overwrites the image embeddings)."""
+    vision = model.config.vision_config
+    patch_dim = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    n_patches = int(inputs["image_grid_thw"].prod())
+    pixels = torch.randn(n_patches, patch_dim, generator=torch.Generator().manual_seed(1))
+    return dict(inputs, pixel_values=pixels.to(inputs["input_ids"].device, model.dtype))
+
+
 def build_qwen3(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen3VLForConditionalGeneration:
     """A random-weight Qwen3-VL with the 8B text widths (explicit head_dim 128, interleaved M-RoPE (24, 20, 20)),
     `layers` decoder layers and a three-block, 32-wide vision tower whose blocks feed the three DeepStack
@@ -163,9 +181,10 @@ def build_llava(layers: int, dtype: torch.dtype, device: str, grid: int) -> Llav
             model_type="llama", vocab_size=VOCAB, hidden_size=4096, intermediate_size=11008,
             num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
         ),
+        # Two layers of CLIP ViT-L/14's widths: the vision-tower methods score the first (`vision_layer` -2).
         vision_config=dict(
-            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=2, image_size=grid * 14, patch_size=14, projection_dim=32,
+            model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=2,
+            num_attention_heads=16, image_size=grid * 14, patch_size=14, projection_dim=768,
         ),
         image_token_id=IMAGE,
         vision_feature_layer=-1,
@@ -236,18 +255,22 @@ def llava_ov_inputs(model: LlavaOnevisionForConditionalGeneration, grid: int) ->
 
 @dataclass(frozen=True)
 class BenchModel:
-    """A 7B-width model the benchmarks can build: its label, full depth, default grid, builder and prompt."""
+    """A 7B-width model the benchmarks can build: its label, full depth, default grid, builder and prompt, and how
+    the vision-tower methods get pixels through a tower whose scored layer has the real encoder's widths (`None`:
+    the tower is a small stand-in, so those methods are not measured on this model)."""
 
     label: str
     full_depth: int
     default_grid: int
     build: Callable[[int, torch.dtype, str, int], torch.nn.Module]
     inputs: Callable[[torch.nn.Module, int], dict[str, torch.Tensor]]
+    vision_inputs: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
 
 BENCH_MODELS = {
-    "qwen2.5-vl-7b": BenchModel("Qwen2.5-VL 7B widths", 28, 36, build_qwen, qwen_inputs),
-    "llava-1.5-7b": BenchModel("LLaVA-1.5 7B widths", 32, 24, build_llava, llava_inputs),
+    "qwen2.5-vl-7b": BenchModel("Qwen2.5-VL 7B widths", 28, 36, build_qwen, qwen_inputs, qwen_pixels),
+    "llava-1.5-7b": BenchModel("LLaVA-1.5 7B widths", 32, 24, build_llava, llava_inputs,
+                               lambda model, inputs: inputs),
     "qwen3-vl-8b": BenchModel("Qwen3-VL 8B widths", 36, 32, build_qwen3, qwen3_inputs),
     "llava-onevision-7b": BenchModel("LLaVA-OneVision 7B widths", 28, 27, build_llava_ov, llava_ov_inputs),
 }
@@ -281,6 +304,8 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "uniform": dict(ratio=ratio),
         "dart": dict(ratio=ratio, layer=middle),
         "cdpruner": dict(ratio=ratio),
+        "vispruner": dict(ratio=ratio),
+        "holov": dict(ratio=ratio),
     }
 
 
@@ -351,7 +376,13 @@ def main(argv: list[str] | None = None) -> None:
           f"select / prefill, {bench.full_depth} layers (est.) |")
     print("|---|---|---|---|---|---|")
     for method, options in method_options(args.layers, args.ratio).items():
-        runs = [selection_seconds(model, inputs, method, options) for _ in range(args.repeats)]
+        method_inputs = inputs
+        if get_method(method).needs & VISION_INPUTS:
+            if bench.vision_inputs is None:
+                print(f"| {method} | before LLM | - | - | - | - (this model's vision tower is a small stand-in) |")
+                continue
+            method_inputs = bench.vision_inputs(model, inputs)
+        runs = [selection_seconds(model, method_inputs, method, options) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
         print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
               f"{select / unpruned:.2%} | {select / full_depth:.2%} |")

@@ -77,8 +77,10 @@ def test_keeping_everything_is_the_unpruned_model(family, attention, options):
         dict(method="ivc_prune", layer=LAYER),
         dict(method="dart", layer=LAYER),
         dict(method="cdpruner", layer=0),
+        dict(method="vispruner", layer=0),
+        dict(method="holov", layer=0),
     ],
-    ids=["random-all", "random-after", "before-llm", "ivc_prune", "dart", "cdpruner"],
+    ids=["random-all", "random-after", "before-llm", "ivc_prune", "dart", "cdpruner", "vispruner", "holov"],
 )
 def test_pruned_runs_equal_the_masked_reference(family, attention, batch, options):
     model, inputs, layouts = _setup(family, attention, batch)

@@ -24,6 +24,7 @@ from vlmeval_ivcp import prune
 from vlmeval_ivcp.pruning import METHODS, make_config
 from vlmeval_ivcp.pruning.gather import grid_from_positions
 from vlmeval_ivcp.pruning.methods.fastv import last_query_attention
+from vlmeval_ivcp.pruning.methods.vision_cells import view_budget
 from vlmeval_ivcp.pruning.methods.uniform import grid_uniform
 
 METHODS_PACKAGE = "vlmeval_ivcp.pruning.methods."
@@ -38,7 +39,12 @@ BEFORE_LLM = {
     "cdpruner": dict(ratio=0.25),
     "uniform": dict(ratio=0.25),
     "random": dict(ratio=0.25, scope="before_llm", layer=0, seed=2),
+    "vispruner": dict(ratio=0.25),
+    "holov": dict(ratio=0.25, preset="matched"),  # the official count (<= n_keep) is a rule test (test_holov.py)
 }
+# Vision-tower methods keep separators uncounted and budget each view's cells (VisPruner) or the image's cells
+# (HoloV): docs/methods/vispruner.md.
+CELL_BUDGETS = {"vispruner": "view", "holov": "image"}
 EVERY_METHOD = [
     ("none", {}),
     ("random", dict(ratio=0.5, layer=2)),
@@ -48,6 +54,21 @@ EVERY_METHOD = [
     ("dart", dict(ratio=0.5, layer=2, preset="matched")),  # the official count is checked below
     *BEFORE_LLM.items(),
 ]
+
+
+def _kept_count(method: str, ratio: float, layouts, n_visual: int, n_separators: int) -> int:
+    """What one sample keeps at a first cut: `round(ratio * L)`, or for the vision-tower methods the separators plus
+    the cells' budgets (without a layout, LLaVA-NeXT's case, all cells of the image are one view)."""
+    if method not in CELL_BUDGETS:
+        return round(ratio * n_visual)
+    if layouts is None:
+        return n_separators + view_budget(ratio, n_visual - n_separators)
+    total = 0
+    for layout in layouts:
+        cells = [view.rows * view.cols for view in layout.views]
+        groups = cells if CELL_BUDGETS[method] == "view" else [sum(cells)]
+        total += layout.n_tokens - sum(cells) + sum(view_budget(ratio, count) for count in groups)
+    return total
 
 
 def test_every_built_in_method_is_exercised():
@@ -73,7 +94,9 @@ def test_generates_and_keeps_the_requested_count_on_every_family(family, method,
     n_visual, n_layers = pruner.last.n_visual[0], model.config.get_text_config().num_hidden_layers
     reaching, per_layer = n_visual, [n_visual] * n_layers
     for cut, stage in zip(config.cuts(), pruner.last.stages, strict=True):
-        reaching = round(cut.ratio * reaching)
+        layouts = pruner.last.layouts[0] if pruner.last.layouts else None
+        separators = len(stage[0].parts.get("separators", []))
+        reaching = _kept_count(method, cut.ratio, layouts, reaching, separators)
         assert [len(selection.keep) for selection in stage] == [reaching, reaching]
         per_layer[cut.layer :] = [reaching] * (n_layers - cut.layer)
     assert [len(kept) for kept in pruner.last.kept] == [reaching, reaching]

@@ -29,6 +29,9 @@ SUMMARIES = {
     "LLM",
     "downsample": "image downsampling (VTC-Bench): every picture resized before the processor so the model makes "
     "about ratio of its visual tokens; no pruner (N/A on LLaVA-1.5)",
+    "vispruner": "VisPruner: the tokens the ViT [CLS] attends to most, then duplicates removed, before the LLM",
+    "holov": "HoloV: the budget spread over contiguous chunks by ViT attention and similarity variance, before the "
+    "LLM",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }
