@@ -136,3 +136,54 @@ def model_rope_spec(model: nn.Module) -> RopeSpec:
     """The RoPE description of a supported model: its decoder config read with its family's M-RoPE layout."""
     arch = arch_for(model)
     return rope_spec(getattr(model.config, arch.text_config), arch.mrope_layout)
+
+
+@dataclass(frozen=True)
+class Projector:
+    """Where a family's projector (vision features -> LLM input embeddings) sits, for merged tokens that a method
+    builds in its input space (`MergedTokens.space == "projector_input"`, docs/engine.md "Merged tokens").
+
+    One merged vector is the projector input of one LLM token, of width `rows * W`: `rows` input rows of width `W`
+    concatenated (Qwen's merger normalises each of the `spatial_merge_size ** 2` patches of a token before
+    concatenating them, so it takes them as rows; the other projectors take one row per token).
+
+    Args:
+        path (`str`): dotted path of the module from the top-level model.
+        merge_attr (`str` or `None`): attribute of `config.vision_config` whose square is `rows` (None: 1 row).
+    """
+
+    path: str
+    merge_attr: str | None = None
+
+
+_QWEN_MERGER = Projector("model.visual.merger", merge_attr="spatial_merge_size")
+_LLAVA_PROJECTOR = Projector("model.multi_modal_projector")
+
+PROJECTORS: dict[str, Projector] = {
+    "qwen2_5_vl": _QWEN_MERGER,
+    "qwen2_vl": _QWEN_MERGER,
+    "qwen3_vl": _QWEN_MERGER,
+    "qwen3_vl_moe": _QWEN_MERGER,
+    "llava": _LLAVA_PROJECTOR,
+    "llava_next": _LLAVA_PROJECTOR,
+    "llava_onevision": _LLAVA_PROJECTOR,
+    # Its input is one pixel-shuffled token: the features of 2x2 patches concatenated.
+    "internvl": _LLAVA_PROJECTOR,
+    # The MLP after the 2x2 unfold: its input is one unfolded block (channel-major), as `F.unfold` orders it.
+    "deepseek_vl_v2": Projector("model.projector.layers"),
+}
+
+
+def projector_of(model: nn.Module) -> Callable[[Any], Any] | None:
+    """The family's projector as a function `[m, rows * W] -> [m, D]` on merged vectors (None: no entry)."""
+    spec = PROJECTORS.get(getattr(model.config, "model_type", None))
+    if spec is None:
+        return None
+    module = get_submodule(model, spec.path)
+    rows = getattr(model.config.vision_config, spec.merge_attr) ** 2 if spec.merge_attr else 1
+
+    def project(vectors: Any) -> Any:
+        weight = next(module.parameters())
+        return module(vectors.to(weight.device, weight.dtype).reshape(vectors.shape[0] * rows, -1))
+
+    return project
