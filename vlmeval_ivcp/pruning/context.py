@@ -160,3 +160,15 @@ class Selection:
 def sorted_keep(indices: torch.Tensor) -> torch.Tensor:
     """Sorted unique int64 indices: the canonical form of `Selection.keep`."""
     return torch.unique(indices.to(torch.long), sorted=True)
+
+
+def merged_at(keep: torch.Tensor, tokens: torch.Tensor, vectors: torch.Tensor, space: str) -> MergedTokens:
+    """`MergedTokens` for vectors that go to the slots of the visual tokens `tokens` (each in `keep`, ascending).
+
+    Raises:
+        ValueError: a token is not kept.
+    """
+    slots = torch.searchsorted(keep, tokens.to(keep.device))
+    if bool((slots >= keep.numel()).any()) or not torch.equal(keep[slots.clamp(max=keep.numel() - 1)], tokens):
+        raise ValueError("a merged token's slot must be one of the kept tokens")
+    return MergedTokens(slots, vectors, space)
