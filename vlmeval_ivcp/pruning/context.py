@@ -66,6 +66,16 @@ class SelectionContext:
         layout (`ImageLayout` or `None`): how the image's tokens are laid out (views, tiles, separators), when the
             model says so and every token of the image is still alive.
         grid (`tuple[int, int]` or `None`): (rows, cols) of the visual tokens, when they form one grid.
+        vision_attention (`FloatTensor [L]` or `None`): attention each of the image's visual tokens received at the
+            chosen vision-encoder layer (`vision_layer`): mean over heads and query rows, pooled over the token's
+            patches (docs/engine.md, vision-tower tap); NaN at separators. For `needs=("vision_attention",)`.
+        vision_cls_attention (`FloatTensor [L]` or `None`): the encoder's [CLS] row over the patches, head-mean (or
+            one softmax over concatenated heads, `vision_cls_softmax="concat"`), pooled; NaN at separators; `None`
+            where the encoder has no [CLS] (Qwen, SigLIP). `vision_cls_attention_heads` (`[H, L]`): per head.
+        vision_keys (`FloatTensor [L, H*d]` or `None`): the layer's keys, heads concatenated in head order (head mean:
+            `.view(L, H, d).mean(1)`), pooled; NaN rows at separators.
+        vision_features (`Tensor [L, g*C]` or `None`): the projector-input rows of the token's `g` patches
+            concatenated in the merger's order (g = 1 for LLaVA); NaN rows at separators.
         seed (`int`): seed for methods that draw at random.
     """
 
@@ -84,6 +94,11 @@ class SelectionContext:
     scaling: float | None = None
     layout: ImageLayout | None = None
     grid: tuple[int, int] | None = None
+    vision_attention: torch.Tensor | None = None
+    vision_cls_attention: torch.Tensor | None = None
+    vision_cls_attention_heads: torch.Tensor | None = None
+    vision_keys: torch.Tensor | None = None
+    vision_features: torch.Tensor | None = None
     seed: int = 0
 
     @property

@@ -36,6 +36,7 @@ from .merge import write_merged
 from .registry import MethodSpec, get_method, make_config, method_of_config
 from .selection import select_cut
 from .state import PrefillRecord, PromptState, clock
+from .vision_tap import VISION_INPUTS, VisionTap
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 # What a decoder layer hands its attention module besides the hidden states (the cache stays out of a scoring call).
@@ -72,6 +73,7 @@ class Pruner:
         self._pending_layouts: Sequence[Sequence[ImageLayout]] | None = None
         self._taps: list[AttentionTap] = []
         self._cut_taps: dict[int, AttentionTap] = {}
+        self._vision: VisionTap | None = None
         self.last: PrefillRecord | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         try:
@@ -110,6 +112,11 @@ class Pruner:
             self._taps = [
                 AttentionTap(self._layers[cut.layer - 1].self_attn, self._capture) for cut in self._cut_at.values()
             ]
+        if self.method.needs & VISION_INPUTS:
+            self._vision = VisionTap(
+                self.model, self.method.needs, getattr(self.config, "vision_layer", None),
+                getattr(self.config, "vision_cls_softmax", "per_head"),
+            )
         if "cut_attention" in self.method.needs:
             self._cut_taps = {
                 layer: AttentionTap(self._layers[layer].self_attn, self._keep_states, hooks=False)
@@ -125,6 +132,9 @@ class Pruner:
             tap.remove()
         self._taps.clear()
         self._cut_taps.clear()
+        if self._vision is not None:
+            self._vision.remove()
+            self._vision = None
         self._state = None
         if getattr(self.model, _MARKER, None) is self:
             delattr(self.model, _MARKER)
@@ -234,6 +244,10 @@ class Pruner:
                 for row in range(embeds.shape[0])
             ]
             state.record.layouts = state.layouts
+        if self._vision is not None:
+            images = (state.image_of.max(dim=1).values + 1).tolist()
+            state.vision, seconds = self._vision.take(state.layouts, images)
+            state.record.select_seconds += seconds
         full = torch.arange(state.prompt_len, device=embeds.device).expand(embeds.shape[0], -1)
         state.base_keep = state.keep = full
         state.base_live = state.live = torch.ones_like(full, dtype=torch.bool)

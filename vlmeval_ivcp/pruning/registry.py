@@ -15,8 +15,12 @@ SelectFn = Callable[[SelectionContext, PruneConfig], Selection]
 # What a method may ask the engine to capture for it (fields of SelectionContext).
 # "attention" is the attention of layer K-1, which runs on every token (FastV); "cut_attention" is layer K's own,
 # computed on the tokens reaching it before they are pruned (PyramidDrop's release); "normed_hidden_states" is the cut
-# layer's input through the decoder's final norm (DART compares tokens in that space).
-INPUTS = frozenset({"hidden_states", "values", "attention", "cut_attention", "normed_hidden_states"})
+# layer's input through the decoder's final norm (DART compares tokens in that space). The "vision_*" inputs come
+# from one layer of the vision encoder (`vision_tap.py`; the method config's `vision_layer` chooses it).
+INPUTS = frozenset({
+    "hidden_states", "values", "attention", "cut_attention", "normed_hidden_states",
+    "vision_attention", "vision_cls_attention", "vision_keys", "vision_features",
+})
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def select_cut(
             image_index = (image_of[row] == image).nonzero().flatten()
             layout = _intact_layout(state.layouts, row, image, image_index.numel())
             ctx = SelectionContext(
+                **_vision_fields(state, method, row, image, keep[row, image_index.to(keep.device)]),
                 n_keep=max(1, round(cut.ratio * image_index.numel())),
                 visual_index=image_index,
                 layout=layout,
@@ -90,6 +91,29 @@ def select_cut(
     state.stage_keeps.append(state.keep)
     state.record.select_seconds += clock(hidden) - start
     return rel
+
+
+def _vision_fields(
+    state: PromptState, method: MethodSpec, row: int, image: int, positions: torch.Tensor
+) -> dict[str, torch.Tensor | None]:
+    """The vision-tower tap's values the method needs, for the image's tokens alive at prompt `positions`."""
+    if state.vision is None:
+        return {}
+    vision = state.vision[row][image]
+    visual = state.visual_mask[row]
+    first = int((state.image_of[row] == image).nonzero()[0])
+    ordinal = (visual.long().cumsum(0) - 1)[positions.to(visual.device)] - int(visual[:first].sum())
+    vision = vision.gather(ordinal)  # the image's tokens still alive (all of them at a first cut)
+    fields = {
+        "vision_attention": vision.attention,
+        "vision_cls_attention": vision.cls_attention,
+        "vision_keys": vision.keys,
+        "vision_features": vision.features,
+    }
+    out = {name: value for name, value in fields.items() if name in method.needs}
+    if "vision_cls_attention" in method.needs:
+        out["vision_cls_attention_heads"] = vision.cls_attention_heads
+    return {name: None if value is None else value.to(positions.device) for name, value in out.items()}
 
 
 def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:

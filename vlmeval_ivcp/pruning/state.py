@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .context import Selection
 from .images import Layouts
 from .inject import Injections
+
+if TYPE_CHECKING:
+    from .vision_tap import VisionInputs
 
 
 @dataclass
@@ -73,6 +76,7 @@ class PromptState:
     generated: int = 0
     injections: Injections | None = None  # the family's per-layer visual additions, until the prefill ends
     merges: list[Any] = field(default_factory=list)  # the current cut's `merge.RowMerge`s, until written
+    vision: list[list[VisionInputs]] | None = None  # per sample, per image: the vision-tower tap's values
 
 
 
