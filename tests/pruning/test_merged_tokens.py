@@ -20,7 +20,8 @@ from support.reference import check_merged_run, greedy_generate, kept_positions,
 from support.tiny import FAMILIES, family_inputs, picture, ragged_inputs, tiny_wrapper
 
 from vlmeval_ivcp.pruning import MergedTokens, PruneConfig, Pruner, Selection, SelectionContext
-from vlmeval_ivcp.pruning.arch import PROJECTORS, get_submodule, projector_of
+from vlmeval_ivcp.pruning.arch import arch_for, get_submodule, projector_of
+from vlmeval_ivcp.pruning.vision_tap import VisionTap
 from vlmeval_ivcp.pruning.registry import MethodSpec
 from vlmeval_ivcp.visualize import MERGED_COLOR, draw_selection
 
@@ -56,35 +57,42 @@ PROBE = MethodSpec("merge_probe", MergeProbeConfig, merge_probe, frozenset({"hid
 
 
 @lru_cache(maxsize=None)
-def _projector_io(family: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the family's projector module (`arch.PROJECTORS`) receives and returns in an unpruned forward, one row
-    per LLM token: `([m, width], [m, D])`."""
+def _projector_inputs(family: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vision tap's `vision_features` of one prompt's visual tokens (separators left out) and the embeddings the
+    LLM receives there: `([m, g*C], [m, D])`."""
     wrapper = tiny_wrapper("sdpa", family=family)
-    inputs, _ = family_inputs(wrapper, QUESTIONS[:1])
-    module = get_submodule(wrapper.model, PROJECTORS[wrapper.model.config.model_type].path)
-    seen = []
-    handle = module.register_forward_hook(lambda m, args, output: seen.append((args[0], output)))
+    model = wrapper.model
+    inputs, layouts = family_inputs(wrapper, QUESTIONS[:1])
+    tap = VisionTap(model, frozenset({"vision_features"}))
+    grabbed = {}
+    handle = get_submodule(model, arch_for(model).text_model).register_forward_pre_hook(
+        lambda module, args, kwargs: grabbed.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
     try:
         with torch.no_grad():
-            wrapper.model(**inputs)
+            model(**inputs)
+        visual = inputs["input_ids"][0] == model.config.image_token_id
+        images = [len(layouts[0])] if layouts else [1]
+        values, _ = tap.take(layouts, images)
     finally:
         handle.remove()
-    given, output = seen[0]
-    output = output.reshape(-1, output.shape[-1])
-    return given.reshape(output.shape[0], -1), output
+        tap.remove()
+    features = torch.cat([image.features for image in values[0]])
+    cells = ~features.isnan().any(dim=1)
+    return features[cells], grabbed["embeds"][0][visual][cells]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_projector_data_is_the_models_own_projector(family):
-    given, output = _projector_io(family)
-    project = projector_of(tiny_wrapper("sdpa", family=family).model)
+def test_the_projector_data_maps_the_taps_features_to_the_llms_embeddings(family):
+    features, embeds = _projector_inputs(family)
     with torch.no_grad():
-        assert torch.equal(project(given), output)
+        projected = projector_of(tiny_wrapper("sdpa", family=family).model)(features)
+    torch.testing.assert_close(projected, embeds, rtol=1e-5, atol=1e-5)
 
 
 def _config(family: str, space: str, layer: int, **options) -> MergeProbeConfig:
     before = dict(scope="before_llm", layer=0) if layer == 0 else dict(layer=layer)
-    width = _projector_io(family)[0].shape[1] if space == "projector_input" else 0
+    width = _projector_inputs(family)[0].shape[1] if space == "projector_input" else 0
     return MergeProbeConfig(ratio=0.5, space=space, width=width, **before, **options)
 
 

@@ -47,6 +47,9 @@ EVERY_METHOD = [
     ("ivc_prune", dict(ratio=0.5, layer=2)),
     ("dart", dict(ratio=0.5, layer=2, preset="matched")),  # the official count is checked below
     *BEFORE_LLM.items(),
+    # Vision-tower methods: budgets per view, separators kept (tests/pruning/test_vision_tower_methods.py).
+    ("visionzip", dict(ratio=0.5, preset="matched")),
+    ("prumerge_plus", dict(ratio=0.5, preset="matched")),
 ]
 
 
@@ -68,11 +71,15 @@ def test_generates_and_keeps_the_requested_count_on_every_family(family, method,
     prompt_len = inputs["input_ids"].shape[1]
     assert out.sequences.shape == (2, prompt_len + NEW_TOKENS)
 
-    # Each cut keeps round(ratio * L) of the L visual tokens that reach it.
+    # Each cut keeps round(ratio * L) of the L visual tokens that reach it (per view, separators kept besides, for
+    # the vision-tower methods).
     n_visual, n_layers = pruner.last.n_visual[0], model.config.get_text_config().num_hidden_layers
     reaching, per_layer = n_visual, [n_visual] * n_layers
     for cut, stage in zip(config.cuts(), pruner.last.stages, strict=True):
-        reaching = round(cut.ratio * reaching)
+        if "vision_keys" in pruner.method.needs:
+            reaching = _per_view_count(layouts, stage[0], n_visual, cut.ratio)
+        else:
+            reaching = round(cut.ratio * reaching)
         assert [len(selection.keep) for selection in stage] == [reaching, reaching]
         per_layer[cut.layer :] = [reaching] * (n_layers - cut.layer)
     assert [len(kept) for kept in pruner.last.kept] == [reaching, reaching]
@@ -82,6 +89,14 @@ def test_generates_and_keeps_the_requested_count_on_every_family(family, method,
     assert pruner.last.cache_lengths == expected
     # generate() fed NEW_TOKENS - 1 tokens after the prompt.
     assert [layer.keys.shape[2] for layer in out.cache.layers] == [n + NEW_TOKENS - 1 for n in expected]
+
+
+def _per_view_count(layouts, selection, n_visual: int, ratio: float) -> int:
+    """What a method that keeps `max(1, round(ratio * cells))` of each view and every separator keeps of a one-image
+    prompt (the whole image is one view when the layout is unknown)."""
+    separators = int(selection.parts.get("separators", torch.zeros(0)).numel())
+    views = [n_visual - separators] if layouts is None else [view.rows * view.cols for view in layouts[0][0].views]
+    return sum(max(1, round(ratio * cells)) for cells in views) + separators
 
 
 def _kept_tokens_logits(model, inputs: dict, keep: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+
+from support.releases import release_prumerge_plus
 
 from vlmeval_ivcp.pruning.methods.prumerge_plus import (
     adaptive_order,
@@ -66,27 +67,6 @@ def test_the_budget_rule():
     assert budget_order(attention, 3, 1)[1].tolist() == [0, 2]
 
 
-def _release_plus(attention, keys, features):
-    """Written from the release's `token_prune_merge_advanced_plus` (adaptive), one image, as loops."""
-    n = attention.numel()
-    values = attention.numpy().astype(np.float32)
-    q1, q3 = np.percentile(values, 25), np.percentile(values, 75)
-    ratio = int((values > q3 + 1.5 * (q3 - q1)).sum()) / n
-    idx = torch.topk(attention, int(n * ratio)).indices.tolist()
-    step_length = int(1 / ratio)
-    idx += [x for x in range(0, n - 1, int(step_length / 3)) if x not in idx]
-    compl = [j for j in range(n) if j not in idx]
-    unit = F.normalize(keys, dim=-1)
-    updated = []
-    for i in range(len(idx)):
-        rest = idx[:i] + idx[i + 1 :] + compl
-        similarity = torch.stack([unit[idx[i]] @ unit[j] for j in rest])
-        cluster = [rest[c] for c in torch.topk(similarity, 32).indices.tolist()]
-        updated.append(features[idx[i]] + sum(attention[j] * features[j] for j in cluster))
-    extra = sum(attention[j] * features[j] for j in compl)
-    return idx, torch.stack(updated), extra
-
-
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("n", [64, 576])
 def test_equals_the_release_loop_on_random_inputs(seed, n):
@@ -94,7 +74,7 @@ def test_equals_the_release_loop_on_random_inputs(seed, n):
     attention = _spiky_attention(n, 5, generator)
     keys, features = torch.randn(n, 16, generator=generator), torch.randn(n, 8, generator=generator)
     outliers, samples = adaptive_order(attention)
-    idx, updated, extra = _release_plus(attention, keys, features)
+    idx, updated, extra = release_prumerge_plus(attention, keys, features)
     assert torch.cat([outliers, samples]).tolist() == idx
     merged, got_extra = merge_kept(torch.cat([outliers, samples]), attention, keys, features)
     torch.testing.assert_close(merged, updated, atol=1e-5, rtol=1e-5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+
+from support.releases import release_visionzip
 
 from vlmeval_ivcp.pruning.methods.visionzip import (
     contextual_targets,
@@ -45,27 +46,6 @@ def test_a_hand_computed_case():
     assert selection.parts["merged"].tolist() == [0, 4] and selection.parts["dominant"].tolist() == [1, 3]
 
 
-def _release_visionzip(scores, keys, features, n_dominant, n_contextual):
-    """Written from the release's loop-free code, one image, as plain Python loops."""
-    n = len(scores)
-    dominant = sorted(sorted(range(n), key=lambda i: -scores[i])[:n_dominant])
-    remaining = [i for i in range(n) if i not in dominant]
-    step = max(1, len(remaining) // n_contextual)
-    target_at = list(range(0, len(remaining), step))[:n_contextual]
-    targets = [remaining[p] for p in target_at]
-    members = [remaining[p] for p in range(len(remaining)) if p not in target_at]
-    unit = F.normalize(keys, dim=-1)
-    groups = {t: [] for t in targets}
-    for m in members:
-        similarity = [float(unit[m] @ unit[t]) for t in targets]
-        groups[targets[similarity.index(max(similarity))]].append(m)
-    contextual = []
-    for t in targets:
-        mean = sum((features[m] for m in groups[t]), torch.zeros_like(features[0])) / max(1, len(groups[t]))
-        contextual.append(features[t] + mean)
-    return dominant, targets, torch.stack(contextual)
-
-
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("n,n_dominant,n_contextual", [(40, 10, 5), (576, 162, 30), (30, 27, 5)])
 def test_equals_the_release_loop_on_random_inputs(seed, n, n_dominant, n_contextual):
@@ -74,6 +54,6 @@ def test_equals_the_release_loop_on_random_inputs(seed, n, n_dominant, n_context
     keys = torch.randn(n, 16, generator=generator)
     features = torch.randn(n, 12, generator=generator)
     dominant, targets, contextual = visionzip_rule(scores, keys, features, n_dominant, n_contextual)
-    want_dominant, want_targets, want_contextual = _release_visionzip(scores, keys, features, n_dominant, n_contextual)
+    want_dominant, want_targets, want_contextual = release_visionzip(scores, keys, features, n_dominant, n_contextual)
     assert dominant.tolist() == want_dominant and targets.tolist() == want_targets
     torch.testing.assert_close(contextual, want_contextual, atol=1e-5, rtol=1e-5)

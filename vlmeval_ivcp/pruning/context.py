@@ -76,6 +76,9 @@ class SelectionContext:
             `.view(L, H, d).mean(1)`), pooled; NaN rows at separators.
         vision_features (`Tensor [L, g*C]` or `None`): the projector-input rows of the token's `g` patches
             concatenated in the merger's order (g = 1 for LLaVA); NaN rows at separators.
+        vision_heads (`int` or `None`), vision_group (`int` or `None`): H, the heads of the scored encoder layer (for
+            head means of `vision_keys`; None when no attention state was read), and g, the patches each LLM token
+            reads (1: a LLaVA-style projector, one patch per token); set whenever a vision input is.
         seed (`int`): seed for methods that draw at random.
     """
 
@@ -99,6 +102,8 @@ class SelectionContext:
     vision_cls_attention_heads: torch.Tensor | None = None
     vision_keys: torch.Tensor | None = None
     vision_features: torch.Tensor | None = None
+    vision_heads: int | None = None
+    vision_group: int | None = None
     seed: int = 0
 
     @property

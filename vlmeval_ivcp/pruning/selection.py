@@ -113,7 +113,8 @@ def _vision_fields(
     out = {name: value for name, value in fields.items() if name in method.needs}
     if "vision_cls_attention" in method.needs:
         out["vision_cls_attention_heads"] = vision.cls_attention_heads
-    return {name: None if value is None else value.to(positions.device) for name, value in out.items()}
+    out = {name: None if value is None else value.to(positions.device) for name, value in out.items()}
+    return dict(out, vision_heads=vision.heads, vision_group=vision.group)
 
 
 def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:

@@ -91,6 +91,8 @@ class VisionInputs:
     cls_attention_heads: torch.Tensor | None = None  # [H, L]
     keys: torch.Tensor | None = None  # [L, H*d]
     features: torch.Tensor | None = None  # [L, g*C]
+    heads: int | None = None  # H of the scored layer (None: no attention state read)
+    group: int = 1  # g, the patches each LLM token reads
 
     def gather(self, index: torch.Tensor) -> VisionInputs:
         """The rows of the tokens `index` (an image's survivors at a later cut)."""
@@ -99,6 +101,7 @@ class VisionInputs:
         return VisionInputs(
             **{name: None if value is None else value[index.to(value.device)] for name, value in pick.items()},
             cls_attention_heads=None if heads is None else heads[:, index.to(heads.device)],
+            heads=self.heads, group=self.group,
         )
 
 
@@ -362,6 +365,7 @@ class VisionTap:
 
         self._multimodal.get_image_features = recording
         self._attention: AttentionTap | None = None
+        self._heads: int | None = None
         if self.needs & {"vision_attention", "vision_cls_attention", "vision_keys"}:
             self._attention = AttentionTap(getattr(layers[self.layer], arch.attention), self._on_states)
             self._attention.armed = True
@@ -400,6 +404,7 @@ class VisionTap:
 
     def _on_states(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> None:
         start = clock(query)
+        self._heads = key.shape[1]
         with torch.no_grad():
             skip = 1 if self.arch.cls else 0
             if "vision_attention" in self.needs:
@@ -468,5 +473,7 @@ class VisionTap:
             cls_attention_heads=None if heads is None else heads.t().contiguous(),
             keys=mapped.get("keys"),
             features=mapped.get("features"),
+            heads=self._heads,
+            group=source.shape[1],
         )
 

@@ -11,10 +11,17 @@ release's `CLIPVisionTower.token_prune_merge_advanced_plus` (42Shawn/LLaVA-PruMe
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
-from ..context import Selection, merged_at, sorted_keep
+from ..config import PruneConfig
+from ..context import Selection, SelectionContext, merged_at, sorted_keep
+from ..registry import register_method
+from .vision_views import (
+    SCORES, SPACES, check_choice, image_selection, merge_features, merge_space, tower_scores, view_budget, view_cells,
+)
 from .visionzip import top_stable
 
 NEIGHBOURS = 32  # the release's `topk(..., k=32)` of each kept token
@@ -98,12 +105,12 @@ def merge_kept(
 
 def prumerge_selection(
     attention: torch.Tensor, keys: torch.Tensor, features: torch.Tensor, outliers: torch.Tensor,
-    samples: torch.Tensor, space: str,
+    samples: torch.Tensor, space: str, neighbours: int = NEIGHBOURS,
 ) -> Selection:
     """The kept patches (parts `outliers`, `samples`) each carrying its merged vector, and the extra token in the
     slot of the pruned patch with the largest attention (part `extra`; none when nothing was pruned)."""
     kept = torch.cat([outliers, samples])
-    merged, extra = merge_kept(kept, attention, keys, features)
+    merged, extra = merge_kept(kept, attention, keys, features, neighbours)
     pruned = torch.ones(attention.numel(), dtype=torch.bool, device=attention.device)
     pruned[kept] = False
     parts = {"outliers": sorted_keep(outliers), "samples": sorted_keep(samples)}
@@ -116,3 +123,87 @@ def prumerge_selection(
     keep = sorted_keep(tokens)
     order = torch.argsort(tokens)
     return Selection(keep, parts=parts, merged=merged_at(keep, tokens[order], vectors[order], space))
+
+
+@dataclass
+class PruMergePlusConfig(PruneConfig):
+    """Settings of `prumerge_plus`: before the LLM, from one vision-encoder layer (docs/methods/prumerge_plus.md)."""
+
+    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only: PruMerge+ acts in the vision tower"})
+    layer: int = field(default=0, metadata={"help": "0: the LLM never sees the dropped tokens"})
+    preset: str = field(
+        default="official",
+        metadata={"help": "'official': the release's adaptive count (IQR outliers + spatial samples + 1 extra per "
+                          "view; ratio unused); 'matched': exactly round(ratio * cells) per view, extra included "
+                          "(VTC-Bench's fixed budget)"},
+    )
+    vision_layer: int | None = field(
+        default=-1,
+        metadata={"help": "encoder layer whose q/k are read (negative from the end): -1 = CLIP layer 23, the "
+                          "release; the InternVL and Qwen2-VL ports read -2"},
+    )
+    vision_cls_softmax: str = field(
+        default="concat",
+        metadata={"help": "'concat': one softmax of q_cls . k / sqrt(H d) over the heads-concatenated vectors (the "
+                          "release); 'per_head': the head-mean of the model's own heads"},
+    )
+    score: str = field(
+        default="auto",
+        metadata={"help": "'cls', 'received' (the Qwen2-VL port) or 'auto' (cls where the encoder has [CLS])"},
+    )
+    space: str = field(
+        default="auto",
+        metadata={"help": "where tokens are merged: 'projector_input' (the release), 'llm_input' (the ports) or "
+                          "'auto' (projector input where one patch makes one LLM token)"},
+    )
+    neighbours: int = field(default=NEIGHBOURS, metadata={"help": "patches each kept token absorbs (release: 32)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope != "before_llm":
+            raise ValueError(f"prumerge_plus acts in the vision tower, before the LLM: scope must be 'before_llm', "
+                             f"got {self.scope!r}")
+        check_choice("preset", self.preset, PRESETS)
+        check_choice("vision_cls_softmax", self.vision_cls_softmax, ("per_head", "concat"))
+        check_choice("score", self.score, SCORES)
+        check_choice("space", self.space, SPACES)
+        if self.vision_layer is not None and (isinstance(self.vision_layer, bool) or
+                                              not isinstance(self.vision_layer, int)):
+            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
+        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
+            raise ValueError(f"neighbours must be an int >= 1, got {self.neighbours!r}")
+
+
+@register_method(
+    "prumerge_plus", PruMergePlusConfig,
+    needs=("vision_cls_attention", "vision_attention", "vision_keys", "vision_features", "hidden_states"),
+)
+def prumerge_plus_select(ctx: SelectionContext, config: PruMergePlusConfig) -> Selection:
+    """Per view: outliers of the tower's attention plus spatial samples (adaptive, or the fixed budget), each kept
+    token carrying its merged vector, and one extra token; separators kept."""
+    score = config.score
+    if score == "auto":
+        score = "cls" if ctx.vision_cls_attention is not None else "received"
+    attention = tower_scores(ctx, score, "prumerge_plus").float()
+    if ctx.vision_keys is None:
+        raise ValueError("prumerge_plus needs ctx.vision_keys from the vision tap; got None")
+    space = merge_space(ctx, config.space)
+    features = merge_features(ctx, space, "prumerge_plus")
+    cells_of = view_cells(ctx, ctx.vision_keys)
+    if config.preset == "official":
+        orders = [adaptive_order(attention[cells.to(attention.device)]) for cells in cells_of]
+    else:
+        # VTC-Bench: rho averaged over the image's views sets the outlier count of each.
+        rho = sum(outlier_count(attention[cells.to(attention.device)]) / cells.numel() for cells in cells_of)
+        rho /= len(cells_of)
+        orders = [
+            budget_order(attention[cells.to(attention.device)], max(1, view_budget(config.ratio, cells.numel()) - 1),
+                         max(int(cells.numel() * rho), 1))
+            for cells in cells_of
+        ]
+    views = []
+    for cells, (outliers, samples) in zip(cells_of, orders, strict=True):
+        on = cells.to(attention.device)
+        views.append((cells, prumerge_selection(attention[on], ctx.vision_keys[on], features[on.to(features.device)],
+                                                outliers, samples, space, config.neighbours)))
+    return image_selection(ctx, views)

@@ -12,10 +12,17 @@ EffiVLM-Bench ports (docs/methods/visionzip.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
-from ..context import Selection, merged_at, sorted_keep
+from ..config import PruneConfig
+from ..context import Selection, SelectionContext, merged_at, sorted_keep
+from ..registry import register_method
+from .vision_views import (
+    SCORES, SPACES, check_choice, image_selection, merge_features, merge_space, tower_scores, view_budget, view_cells,
+)
 
 # The release's dominant : contextual split (LLaVA-1.5 192 = 162 + 30, 128 = 108 + 20, 64 = 54 + 10).
 DOMINANT_SHARE = 5.4
@@ -103,3 +110,68 @@ def visionzip_selection(
     return Selection(
         keep, parts={"dominant": dominant, "contextual": targets}, merged=merged_at(keep, targets, contextual, space)
     )
+
+
+@dataclass
+class VisionZipConfig(PruneConfig):
+    """Settings of `visionzip`: before the LLM, from one vision-encoder layer (docs/methods/visionzip.md)."""
+
+    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only: VisionZip acts in the vision tower"})
+    layer: int = field(default=0, metadata={"help": "0: the LLM never sees the dropped tokens"})
+    preset: str = field(
+        default="official",
+        metadata={"help": "'official': D = int(n * 5.4 / 6.4), C = int(n / 6.4) per view (the release's split, one "
+                          "less than n at some budgets); 'matched': D + C = n exactly"},
+    )
+    vision_layer: int | None = field(
+        default=None,
+        metadata={"help": "encoder layer scored (negative from the end); None: the family's default (CLIP and "
+                          "InternViT -2 as the release and EffiVLM; Qwen -1 as LightCompress; SigLIP -1)"},
+    )
+    score: str = field(
+        default="auto",
+        metadata={"help": "'cls' ([CLS] row, the release), 'received' (attention received, the Qwen/InternVL "
+                          "ports) or 'auto' (cls on LLaVA-style towers with [CLS], received elsewhere)"},
+    )
+    space: str = field(
+        default="auto",
+        metadata={"help": "where contextual tokens are merged: 'projector_input' (the release), 'llm_input' (the "
+                          "ports) or 'auto' (projector input where one patch makes one LLM token)"},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope != "before_llm":
+            raise ValueError(f"visionzip acts in the vision tower, before the LLM: scope must be 'before_llm', got "
+                             f"{self.scope!r}")
+        check_choice("preset", self.preset, PRESETS)
+        check_choice("score", self.score, SCORES)
+        check_choice("space", self.space, SPACES)
+        if self.vision_layer is not None and (isinstance(self.vision_layer, bool) or
+                                              not isinstance(self.vision_layer, int)):
+            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
+
+
+@register_method(
+    "visionzip", VisionZipConfig,
+    needs=("vision_cls_attention", "vision_attention", "vision_keys", "vision_features", "hidden_states"),
+)
+def visionzip_select(ctx: SelectionContext, config: VisionZipConfig) -> Selection:
+    """Per view: `D` dominant tokens by the tower's attention, the rest merged into `C` contextual tokens in their
+    targets' slots (`visionzip_counts(round(ratio * cells), preset)`); separators kept."""
+    score = config.score
+    if score == "auto":
+        score = "cls" if ctx.vision_cls_attention is not None and ctx.vision_group == 1 else "received"
+    scores = tower_scores(ctx, score, "visionzip")
+    if ctx.vision_keys is None or ctx.vision_heads is None:
+        raise ValueError("visionzip needs ctx.vision_keys and ctx.vision_heads from the vision tap; got None")
+    keys = ctx.vision_keys.view(ctx.n_visual, ctx.vision_heads, -1).mean(dim=1)  # the release's head-mean keys
+    space = merge_space(ctx, config.space)
+    features = merge_features(ctx, space, "visionzip")
+    views = []
+    for cells in view_cells(ctx, keys):
+        n_dominant, n_contextual = visionzip_counts(view_budget(config.ratio, cells.numel()), config.preset)
+        on = cells.to(scores.device)
+        views.append((cells, visionzip_selection(
+            scores[on], keys[on], features[on.to(features.device)], n_dominant, n_contextual, space)))
+    return image_selection(ctx, views)
