@@ -46,7 +46,8 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
-from vlmeval_ivcp.pruning import prune
+from vlmeval_ivcp.pruning import get_method, prune
+from vlmeval_ivcp.pruning.vision_tap import VISION_INPUTS
 
 VOCAB = 1024
 IMAGE, VIDEO, VISION_START, VISION_END = range(VOCAB - 4, VOCAB)
@@ -281,6 +282,9 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "uniform": dict(ratio=ratio),
         "dart": dict(ratio=ratio, layer=middle),
         "cdpruner": dict(ratio=ratio),
+        # The benches' vision towers have one layer: VisionZip scores it (the release's layer -2 needs two).
+        "visionzip": dict(ratio=ratio, vision_layer=-1),
+        "prumerge_plus": dict(ratio=ratio),
     }
 
 
@@ -351,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
           f"select / prefill, {bench.full_depth} layers (est.) |")
     print("|---|---|---|---|---|---|")
     for method, options in method_options(args.layers, args.ratio).items():
+        if "pixel_values" not in inputs and get_method(method).needs & VISION_INPUTS:
+            print(f"| {method} | vision tower | this bench model skips its vision tower (--model llava-1.5-7b) |||||")
+            continue
         runs = [selection_seconds(model, inputs, method, options) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
         print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "

@@ -174,7 +174,7 @@ class Selection:
             slots = self.merged.slots
             if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.keep.numel()):
                 raise ValueError(f"MergedTokens.slots must index Selection.keep (0 .. {self.keep.numel() - 1})")
-            self.parts[MERGED_PART] = self.keep[slots.to(self.keep.device)].sort().values
+            self.parts = {**self.parts, MERGED_PART: self.keep[slots.to(self.keep.device)].sort().values}
 
 
 def sorted_keep(indices: torch.Tensor) -> torch.Tensor:

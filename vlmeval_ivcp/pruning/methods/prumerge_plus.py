@@ -20,7 +20,8 @@ from ..config import PruneConfig
 from ..context import Selection, SelectionContext, merged_at, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SCORES, SPACES, check_choice, image_selection, merge_features, merge_space, tower_scores, view_budget, view_cells,
+    SCORES, SPACES, check_choice, check_vision_layer, image_selection, merge_features, merge_space, tower_scores,
+    view_budget, view_cells,
 )
 from .visionzip import top_stable
 
@@ -167,9 +168,7 @@ class PruMergePlusConfig(PruneConfig):
         check_choice("vision_cls_softmax", self.vision_cls_softmax, ("per_head", "concat"))
         check_choice("score", self.score, SCORES)
         check_choice("space", self.space, SPACES)
-        if self.vision_layer is not None and (isinstance(self.vision_layer, bool) or
-                                              not isinstance(self.vision_layer, int)):
-            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
+        check_vision_layer(self.vision_layer)
         if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
             raise ValueError(f"neighbours must be an int >= 1, got {self.neighbours!r}")
 

@@ -23,6 +23,11 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
+def check_vision_layer(value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"vision_layer must be an int or None, got {value!r}")
+
+
 def view_cells(ctx: SelectionContext, values: torch.Tensor) -> list[torch.Tensor]:
     """Per view, the image-token indices of its cells that carry vision values (`values [L, ...]`: NaN rows at
     separators); the whole image as one view when the layout is unknown."""

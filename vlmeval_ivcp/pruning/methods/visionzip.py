@@ -21,7 +21,8 @@ from ..config import PruneConfig
 from ..context import Selection, SelectionContext, merged_at, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SCORES, SPACES, check_choice, image_selection, merge_features, merge_space, tower_scores, view_budget, view_cells,
+    SCORES, SPACES, check_choice, check_vision_layer, image_selection, merge_features, merge_space, tower_scores,
+    view_budget, view_cells,
 )
 
 # The release's dominant : contextual split (LLaVA-1.5 192 = 162 + 30, 128 = 108 + 20, 64 = 54 + 10).
@@ -147,9 +148,7 @@ class VisionZipConfig(PruneConfig):
         check_choice("preset", self.preset, PRESETS)
         check_choice("score", self.score, SCORES)
         check_choice("space", self.space, SPACES)
-        if self.vision_layer is not None and (isinstance(self.vision_layer, bool) or
-                                              not isinstance(self.vision_layer, int)):
-            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
+        check_vision_layer(self.vision_layer)
 
 
 @register_method(
@@ -165,7 +164,7 @@ def visionzip_select(ctx: SelectionContext, config: VisionZipConfig) -> Selectio
     scores = tower_scores(ctx, score, "visionzip")
     if ctx.vision_keys is None or ctx.vision_heads is None:
         raise ValueError("visionzip needs ctx.vision_keys and ctx.vision_heads from the vision tap; got None")
-    keys = ctx.vision_keys.view(ctx.n_visual, ctx.vision_heads, -1).mean(dim=1)  # the release's head-mean keys
+    keys = ctx.vision_keys.reshape(ctx.n_visual, ctx.vision_heads, -1).mean(dim=1)  # the release's head-mean keys
     space = merge_space(ctx, config.space)
     features = merge_features(ctx, space, "visionzip")
     views = []
