@@ -1,7 +1,7 @@
 """How long each pruning method spends choosing, relative to the unpruned prefill of the same model.
 
     python benchmarks/selection_time.py [--model qwen2.5-vl-7b|llava-1.5-7b|qwen3-vl-8b|llava-onevision-7b]
-        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3]
+        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3] [--methods NAME ...]
 
 `--model qwen2.5-vl-7b` (default) builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads, 4
 KV heads, MLP 18944, M-RoPE sections (16, 24, 24)); `--model llava-1.5-7b` a LLaVA-1.5 decoder with Vicuna-7B's (hidden
@@ -306,6 +306,8 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "cdpruner": dict(ratio=ratio),
         "vispruner": dict(ratio=ratio),
         "holov": dict(ratio=ratio),
+        "visionzip": dict(ratio=ratio),
+        "prumerge_plus": dict(ratio=ratio),
     }
 
 
@@ -359,8 +361,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the visual tokens kept")
+    parser.add_argument("--methods", nargs="+", help="time only these methods (default: all)")
     args = parser.parse_args(argv)
     check_common_args(parser, args)
+    every_method = method_options(args.layers, args.ratio)
+    unknown = sorted(set(args.methods or ()) - set(every_method))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; known: {sorted(every_method)}")
 
     bench = BENCH_MODELS[args.model]
     model = bench.build(args.layers, getattr(torch, args.dtype), args.device, args.grid)
@@ -375,7 +382,9 @@ def main(argv: list[str] | None = None) -> None:
     print("| method | cut | kept visual | select (ms) | select / prefill | "
           f"select / prefill, {bench.full_depth} layers (est.) |")
     print("|---|---|---|---|---|---|")
-    for method, options in method_options(args.layers, args.ratio).items():
+    for method, options in every_method.items():
+        if args.methods and method not in args.methods:
+            continue
         method_inputs = inputs
         if get_method(method).needs & VISION_INPUTS:
             if bench.vision_inputs is None:

@@ -4,7 +4,9 @@
 LLaVA-1.5's grid, LLaVA-NeXT's base view and tiles, InternVL's tiles and thumbnail, DeepSeek-VL2's global and local
 views), one panel per view (the tiles of an image share one), each kept cell with a solid outline, dropped cells
 untinted. A method's named parts
-(`Selection.parts`, e.g. IVC-Prune's `ivc`, `seeds`, `foreground`) get their own colours and a legend. Separator
+(`Selection.parts`, e.g. IVC-Prune's `ivc`, `seeds`, `foreground`) get their own colours and a legend; kept slots
+that carry a merged token (`Selection.merged`, the part `merged`) keep their part's tint and get a thick outline of
+their own colour (`MERGED_COLOR`) and legend line. Separator
 tokens (newlines) have no cell and are not drawn. Pure PIL: no torchvision, no matplotlib.
 
 Where a view's grid lies on the picture depends on the processor (`fit`): `"stretch"` (the view is the whole picture
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .pruning.context import MERGED_PART
 from .pruning.layout import ImageLayout, View
 from .pruning.state import PrefillRecord
 
@@ -29,6 +32,7 @@ FITS = ("stretch", "crop", "pad")
 KEPT_COLOR = (30, 120, 255)  # kept tokens outside every named part
 # Named parts in order of appearance; distinct from the kept colour and from each other.
 PART_COLORS = ((255, 140, 0), (220, 20, 160), (40, 200, 70), (0, 200, 210), (150, 90, 255), (240, 220, 0))
+MERGED_COLOR = (230, 0, 0)  # outline of kept slots that carry a merged token
 BACKGROUND = (255, 255, 255)
 PAD_COLOR = (128, 128, 128)  # where a padded view extends past the picture
 TEXT_COLOR = (0, 0, 0)
@@ -105,7 +109,7 @@ def draw_selection(
     covered = sum(layout.n_tokens for layout in layouts)
     if covered != n_visual:
         raise ValueError(f"the layouts cover {covered} visual tokens, but sample {sample} has {n_visual}")
-    colors, entries = _token_colors(record, sample, parts)
+    colors, entries, merged = _token_colors(record, sample, parts)
     offsets = [sum(layout.n_tokens for layout in layouts[:index]) for index in range(len(layouts))]
     panels = [panel for index, layout in enumerate(layouts) for panel in _panels(index, layout, len(layouts))]
 
@@ -113,7 +117,8 @@ def draw_selection(
     drawn, cells = [], {}
     for panel in panels:
         picture, boxes = _draw_panel(
-            images[panel.image], layouts[panel.image], panel, colors, offsets[panel.image], fit, panel_size, alpha
+            images[panel.image], layouts[panel.image], panel, colors, merged, offsets[panel.image], fit, panel_size,
+            alpha,
         )
         drawn.append((panel, picture, boxes))
     margin, title_height = 8, 16
@@ -121,6 +126,8 @@ def draw_selection(
     width = sum(picture.width for _, picture, _ in drawn) + margin * (len(drawn) + 1)
     height = max(picture.height for _, picture, _ in drawn) + header + title_height + 2 * margin
     legend = _legend_lines(len(colors), n_visual, entries)
+    if merged:
+        legend.append((MERGED_COLOR, f"merged token in the slot (outline): {len(merged)}"))
     canvas = Image.new("RGB", (max(width, 360), height + 16 * len(legend) + margin), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if title:
@@ -144,10 +151,13 @@ def draw_selection(
 
 def _token_colors(
     record: PrefillRecord, sample: int, parts: Sequence[str] | None
-) -> tuple[dict[int, tuple[int, int, int]], list[tuple[str, tuple[int, int, int], int]]]:
-    """Colour of every kept token, and the legend's (name, colour, count) entries."""
+) -> tuple[dict[int, tuple[int, int, int]], list[tuple[str, tuple[int, int, int], int]], set[int]]:
+    """Colour of every kept token, the legend's (name, colour, count) entries, and the kept tokens whose slot
+    carries a merged token (drawn as an outline, not a tint)."""
     kept = set(record.kept[sample].tolist())
     found = named_parts(record, sample)
+    merged_part = found.pop(MERGED_PART, None)
+    merged = kept & set(merged_part.tolist()) if merged_part is not None else set()
     if parts is None:
         chosen: list[str] = []
         for name, indices in found.items():
@@ -168,7 +178,7 @@ def _token_colors(
     plain = sum(color == KEPT_COLOR for color in colors.values())
     if plain or not chosen:
         entries.insert(0, ("kept, in no part" if chosen else "kept", KEPT_COLOR, plain))
-    return colors, entries
+    return colors, entries, merged
 
 
 def _legend_lines(kept: int, n_visual: int, entries: list) -> list[tuple[tuple[int, int, int] | None, str]]:
@@ -219,8 +229,8 @@ def _view_boxes(view: View, layout: ImageLayout, size: tuple[int, int], fit: str
 
 
 def _draw_panel(
-    image: Image.Image, layout: ImageLayout, panel: _Panel, colors: dict[int, tuple[int, int, int]], offset: int,
-    fit: str, panel_size: int, alpha: float,
+    image: Image.Image, layout: ImageLayout, panel: _Panel, colors: dict[int, tuple[int, int, int]],
+    merged: set[int], offset: int, fit: str, panel_size: int, alpha: float,
 ) -> tuple[Image.Image, dict[int, Box]]:
     """The picture (with the views' boxes where they extend past it) with the kept cells tinted; cell boxes."""
     boxes = [_view_boxes(view, layout, image.size, fit) for view in panel.views]
@@ -249,7 +259,9 @@ def _draw_panel(
             if color is not None:
                 # Cells share edges: the right and bottom edges belong to the next cell. The solid outline keeps a
                 # kept cell visible over a picture of its own colour.
-                paint.rectangle((a, b, c - 1, d - 1), fill=(*color, round(255 * alpha)), outline=(*color, 255))
+                outline, width = (MERGED_COLOR, 2) if offset + token in merged else (color, 1)
+                paint.rectangle((a, b, c - 1, d - 1), fill=(*color, round(255 * alpha)), outline=(*outline, 255),
+                                width=width)
         if len(panel.views) > 1:  # tile borders
             paint.rectangle((*at(x0, y0), at(x1, y1)[0] - 1, at(x1, y1)[1] - 1), outline=(255, 255, 255, 255))
     return Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB"), cells

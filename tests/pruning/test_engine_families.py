@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.reference import alive_per_layer, check_pruned_run, forward_decode_loop, greedy_generate
+from support.reference import (
+    alive_per_layer, check_merged_run, check_pruned_run, forward_decode_loop, greedy_generate, kept_positions,
+    merged_slots,
+)
 from support.tiny import FAMILIES, family_inputs, tiny_wrapper
 
 from vlmeval_ivcp import prune
-from vlmeval_ivcp.pruning.arch import arch_for, rope_spec
+from vlmeval_ivcp.pruning.arch import arch_for, projector_of, rope_spec
 
 QUESTIONS = {1: ["What is in the picture?"], 2: ["What is in the picture?", "Colour?"]}
 NEW_TOKENS = 5
@@ -79,10 +82,14 @@ def test_keeping_everything_is_the_unpruned_model(family, attention, options):
         dict(method="cdpruner", layer=0),
         dict(method="vispruner", layer=0),
         dict(method="holov", layer=0),
+        dict(method="visionzip", layer=0),
+        dict(method="prumerge_plus", layer=0, preset="matched"),
     ],
-    ids=["random-all", "random-after", "before-llm", "ivc_prune", "dart", "cdpruner", "vispruner", "holov"],
+    ids=["random-all", "random-after", "before-llm", "ivc_prune", "dart", "cdpruner", "vispruner", "holov", "visionzip",
+         "prumerge_plus"],
 )
 def test_pruned_runs_equal_the_masked_reference(family, attention, batch, options):
+    """Methods that merge tokens (`Selection.merged`) are checked against the reference fed their merged vectors."""
     model, inputs, layouts = _setup(family, attention, batch)
     with prune(model, ratio=0.5, **options) as pruner:
         pruner.set_image_layouts(layouts)
@@ -92,6 +99,12 @@ def test_pruned_runs_equal_the_masked_reference(family, attention, batch, option
         prefill = _forward(model, inputs, **_prefill_positions(model, inputs))
     assert all(torch.equal(a, b) for a, b in zip(kept_by_generate, pruner.last.kept, strict=True))
     image_id = model.config.image_token_id
+    stage = pruner.last.stages[0]
+    if any(selection.merged is not None for selection in stage):
+        keep = kept_positions(inputs["input_ids"], image_id, pruner.last.kept)
+        merged = merged_slots(inputs["input_ids"], image_id, stage, projector_of(model))
+        check_merged_run(model, inputs, prefill, out, keep, merged, 0, pruner.config.cache_policy, attention)
+        return
     alive = alive_per_layer(inputs["input_ids"], image_id, [options["layer"]], pruner.last.stages, _n_layers(model))
     held = [alive[-1]] * len(alive) if pruner.config.cache_policy == "all" else alive
     check_pruned_run(model, inputs, prefill, out, alive, held, attention)

@@ -1,6 +1,7 @@
 """Ragged batches: rows of one batch keep different numbers of tokens (different image sizes and counts, budgets,
 prompt-dependent counts, several cuts). Each row of a 3-row batch equals the masked reference of that row run alone
-with the same kept set, at prefill and at every decode step; cached greedy decoding equals uncached recomputation;
+with the same kept set (methods that merge tokens: the reference fed the merged vectors, `check_merged_run`), at
+prefill and at every decode step; cached greedy decoding equals uncached recomputation;
 each row keeps what it keeps alone; cache lengths and the record are as documented (docs/engine.md).
 
 The default matrix keeps the suite short: every registered method on one family (in turn) with SDPA and the
@@ -18,13 +19,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from support.reference import alive_per_layer, check_pruned_run, greedy_generate
+from support.reference import (
+    alive_per_layer, check_merged_run, check_pruned_run, greedy_generate, kept_positions, merged_slots,
+)
 from support.tiny import FAMILIES, ragged_inputs, tiny_wrapper
 
 from vlmeval_ivcp import prune
 import vlmeval_ivcp.pruning.methods  # noqa: F401  (registers the built-in methods: every one is tested)
 from vlmeval_ivcp.pruning import METHODS, Pruner, get_method, make_config
-from vlmeval_ivcp.pruning.arch import rope_spec
+from vlmeval_ivcp.pruning.arch import projector_of, rope_spec
 
 QUESTIONS = ["What?", "Colour of it?", "Is there a cat here?"]
 SIZES = [[(112, 112)], [(112, 112), (56, 56)], [(56, 56)]]  # per row: one picture per size
@@ -120,6 +123,12 @@ def test_each_row_of_a_ragged_batch_equals_its_masked_reference_alone(family, at
             sequences=torch.cat([row_inputs["input_ids"], out.sequences[row : row + 1, prompt_len:]], dim=1),
             logits=[step[row : row + 1] for step in out.logits],
         )
+        if record.stages and record.stages[0][row].merged is not None:  # merged tokens: one before-LLM cut
+            merged = merged_slots(row_inputs["input_ids"], image_id, stages[0], projector_of(model))
+            keep = kept_positions(row_inputs["input_ids"], image_id, [record.kept[row]])
+            check_merged_run(model, row_inputs, prefill[row : row + 1, slots], row_out, keep, merged, cuts[0], policy,
+                             attention)
+            continue
         check_pruned_run(model, row_inputs, prefill[row : row + 1, slots], row_out, alive, held, attention)
 
 

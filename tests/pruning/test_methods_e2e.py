@@ -42,9 +42,9 @@ BEFORE_LLM = {
     "vispruner": dict(ratio=0.25),
     "holov": dict(ratio=0.25, preset="matched"),  # the official count (<= n_keep) is a rule test (test_holov.py)
 }
-# Vision-tower methods keep separators uncounted and budget each view's cells (VisPruner) or the image's cells
-# (HoloV): docs/methods/vispruner.md.
-CELL_BUDGETS = {"vispruner": "view", "holov": "image"}
+# Vision-tower methods keep separators uncounted and budget each view's cells (VisPruner, VisionZip, PruMerge+) or the
+# image's cells (HoloV): docs/methods/vispruner.md.
+CELL_BUDGETS = {"vispruner": "view", "holov": "image", "visionzip": "view", "prumerge_plus": "view"}
 EVERY_METHOD = [
     ("none", {}),
     ("random", dict(ratio=0.5, layer=2)),
@@ -53,6 +53,9 @@ EVERY_METHOD = [
     ("ivc_prune", dict(ratio=0.5, layer=2)),
     ("dart", dict(ratio=0.5, layer=2, preset="matched")),  # the official count is checked below
     *BEFORE_LLM.items(),
+    # Vision-tower methods: budgets per view, separators kept (tests/pruning/test_vision_tower_methods.py).
+    ("visionzip", dict(ratio=0.5, preset="matched")),
+    ("prumerge_plus", dict(ratio=0.5, preset="matched")),
 ]
 
 
@@ -90,7 +93,8 @@ def test_generates_and_keeps_the_requested_count_on_every_family(family, method,
     prompt_len = inputs["input_ids"].shape[1]
     assert out.sequences.shape == (2, prompt_len + NEW_TOKENS)
 
-    # Each cut keeps round(ratio * L) of the L visual tokens that reach it.
+    # Each cut keeps round(ratio * L) of the L visual tokens that reach it (per view, separators kept besides, for
+    # the vision-tower methods).
     n_visual, n_layers = pruner.last.n_visual[0], model.config.get_text_config().num_hidden_layers
     reaching, per_layer = n_visual, [n_visual] * n_layers
     for cut, stage in zip(config.cuts(), pruner.last.stages, strict=True):

@@ -138,17 +138,26 @@ def check_pruned_run(model, inputs: dict, prefill: torch.Tensor, out, alive: lis
     generated = out.sequences[:, prompt_len:]
     full = extend_inputs(inputs, generated)
     reference = reference_logits(model, full, cut_masks(full["attention_mask"], prompt_len, alive, held), attention)
-    final = alive[-1]
-    real = torch.gather(inputs["attention_mask"], 1, final).bool()
-    expected = torch.gather(reference, 1, final[..., None].expand(-1, -1, reference.shape[-1]))
+    real = torch.gather(inputs["attention_mask"], 1, alive[-1]).bool()
+    _check_against(model, prefill, out, generated, reference, alive[-1], real, prompt_len - 1, "masked", atol)
+
+
+def _check_against(model, prefill: torch.Tensor, out, generated: torch.Tensor, reference: torch.Tensor,
+                   prefill_rows: torch.Tensor, real: torch.Tensor, first_decode_row: int, name: str,
+                   atol: float) -> None:
+    """Assert that a pruned run equals `reference` (logits `[B, T, V]` of one uncached forward over prompt and
+    `generated` tokens): the prefill logits `[B, n, V]` where `real [B, n]` (their rows in `reference`:
+    `prefill_rows [B, n]`), every decode step's logits (step s at row `first_decode_row + s`), and greedy
+    decoding's choices."""
+    expected = torch.gather(reference, 1, prefill_rows[..., None].expand(-1, -1, reference.shape[-1]))
     prefill_gap = float((prefill - expected)[real].abs().max())
-    assert prefill_gap <= atol, f"prefill logits differ from the masked reference by {prefill_gap}"
+    assert prefill_gap <= atol, f"prefill logits differ from the {name} reference by {prefill_gap}"
     for step, step_logits in enumerate(out.logits):
-        gap = float((step_logits - reference[:, prompt_len - 1 + step]).abs().max())
-        assert gap <= atol, f"decode step {step} logits differ from the masked reference by {gap}"
+        gap = float((step_logits - reference[:, first_decode_row + step]).abs().max())
+        assert gap <= atol, f"decode step {step} logits differ from the {name} reference by {gap}"
     # generate() picks among the tokens it may emit: neither the suppressed ones nor, before its last step, the end
     # of sequence (min_new_tokens).
-    allowed = reference[:, prompt_len - 1 : -1].clone()
+    allowed = reference[:, first_decode_row : first_decode_row + generated.shape[1]].clone()
     allowed[..., suppressed_ids(model)] = float("-inf")
     eos = model.generation_config.eos_token_id
     allowed[..., [eos] if isinstance(eos, int) else list(eos or [])] = float("-inf")
@@ -182,3 +191,88 @@ def forward_decode_loop(model, inputs: dict, steps: int = 3, **prefill_kwargs) -
             cache = out.cache
             logits.append(out.logits[:, -1])
     return torch.stack(logits, 1), cache
+
+
+def merged_slots(input_ids: torch.Tensor, image_token_id: int, stage: list[Selection],
+                 project=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per row of a one-cut run: the prompt positions of the merged slots (`Selection.merged`) and their vectors in
+    the LLM's input space (`project`: the family's projector, for vectors given as projector inputs)."""
+    rows = []
+    for ids, selection in zip(input_ids, stage, strict=True):
+        visual = (ids == image_token_id).nonzero().flatten()
+        merged = selection.merged
+        if merged is None:
+            rows.append((visual[:0], torch.empty(0)))
+            continue
+        vectors = merged.vectors if merged.space == "llm_input" else project(merged.vectors)
+        rows.append((visual[selection.keep.cpu()[merged.slots.cpu()]], vectors.detach().cpu()))
+    return rows
+
+
+def _kept_rows_logits(model, inputs: dict, rows: torch.Tensor, merged: list[tuple[torch.Tensor, torch.Tensor]]):
+    """Logits `[B, n, V]` of the unpruned model fed only the rows `rows [B, n]` of its input embeddings, the merged
+    slots' rows replaced, at their original position ids (Qwen3-VL's DeepStack additions of the fed visual rows)."""
+    batch = torch.arange(rows.shape[0])[:, None]
+
+    def feed_rows(module, args, kwargs):
+        embeds = kwargs["inputs_embeds"].clone()
+        for row, (positions, vectors) in enumerate(merged):
+            embeds[row, positions] = vectors.to(embeds.dtype)
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = torch.arange(embeds.shape[1]).expand(embeds.shape[0], -1)
+        fed = dict(kwargs, inputs_embeds=embeds[batch, rows], attention_mask=kwargs["attention_mask"][batch, rows],
+                   position_ids=positions[..., batch, rows])
+        visual = kwargs.get("visual_pos_masks")
+        if visual is not None:
+            ordinal = (visual.flatten().long().cumsum(0) - 1).view_as(visual)
+            fed["visual_pos_masks"] = visual[batch, rows]
+            picked = ordinal[batch, rows][fed["visual_pos_masks"]]
+            fed["deepstack_visual_embeds"] = [embeds_j[picked] for embeds_j in kwargs["deepstack_visual_embeds"]]
+        return args, fed
+
+    handle = get_submodule(model, arch_for(model).text_model).register_forward_pre_hook(feed_rows, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            return model(**inputs, use_cache=False).logits
+    finally:
+        handle.remove()
+
+
+def check_merged_run(model, inputs: dict, prefill: torch.Tensor, out, keep: torch.Tensor,
+                     merged: list[tuple[torch.Tensor, torch.Tensor]], layer: int, policy: str, attention: str,
+                     atol: float = 1e-5) -> None:
+    """Assert that a one-cut run with merged tokens equals an explicit reference fed the merged vectors.
+
+    `keep [B, n]`: the prompt positions alive after the cut; `merged`: per row, `merged_slots`. At a before-LLM cut
+    (`layer` 0) the reference is the unpruned model fed only the kept rows of its input embeddings (the merged
+    slots' rows replaced) at their original position ids, then the generated tokens. At an in-LLM cut it is the
+    unpruned model whose layer-`layer` input rows of the merged slots are replaced, with the masks that hide the
+    dropped keys (`reference_masks`: layers before the cut run on every prompt token, as the engine's do).
+    """
+    prompt_len = inputs["input_ids"].shape[1]
+    generated = out.sequences[:, prompt_len:]
+    full = extend_inputs(inputs, generated)
+    real = torch.gather(inputs["attention_mask"], 1, keep).bool()
+    if layer == 0:
+        total = full["input_ids"].shape[1]
+        rows = torch.cat([keep, torch.arange(prompt_len, total).expand(keep.shape[0], -1)], dim=1)
+        reference = _kept_rows_logits(model, full, rows, merged)
+        kept_rows = torch.arange(keep.shape[1]).expand(keep.shape[0], -1)
+        _check_against(model, prefill, out, generated, reference, kept_rows, real, keep.shape[1] - 1, "fed", atol)
+        return
+    layers = get_submodule(model, arch_for(model).layers)
+
+    def replace_rows(module, args, kwargs):
+        hidden = args[0].clone()
+        for row, (positions, vectors) in enumerate(merged):
+            hidden[row, positions] = vectors.to(hidden.dtype)
+        return (hidden,) + args[1:], kwargs
+
+    masks = reference_masks(full["attention_mask"], prompt_len, keep, layer, policy, len(layers))
+    handle = layers[layer].register_forward_pre_hook(replace_rows, with_kwargs=True)
+    try:
+        reference = reference_logits(model, full, masks, attention)
+    finally:
+        handle.remove()
+    _check_against(model, prefill, out, generated, reference, keep, real, prompt_len - 1, "merged-rows", atol)

@@ -4,7 +4,7 @@ from importlib import import_module
 from typing import Any
 
 from .config import Cut, PruneConfig
-from .context import RopeSpec, Selection, SelectionContext
+from .context import MergedTokens, RopeSpec, Selection, SelectionContext
 from .registry import METHODS, get_method, make_config, register_method
 
 # The engine imports transformers' attention and cache code (seconds): loaded on first use, so that checking a config
@@ -14,6 +14,7 @@ _ENGINE = ("PrefillRecord", "Pruner", "prune", "unprune")
 __all__ = [
     "Cut",
     "METHODS",
+    "MergedTokens",
     "PrefillRecord",
     "PruneConfig",
     "Pruner",

@@ -136,3 +136,65 @@ def model_rope_spec(model: nn.Module) -> RopeSpec:
     """The RoPE description of a supported model: its decoder config read with its family's M-RoPE layout."""
     arch = arch_for(model)
     return rope_spec(getattr(model.config, arch.text_config), arch.mrope_layout)
+
+
+@dataclass(frozen=True)
+class Projector:
+    """Where a family's projector (vision features -> LLM input embeddings) sits, for merged tokens that a method
+    builds in its input space (`MergedTokens.space == "projector_input"`, docs/engine.md "Merged tokens").
+
+    One merged vector is the projector input of one LLM token in the layout of the vision tap's `vision_features`:
+    the token's `g` patch rows of width `C` concatenated patch by patch (`g = 1` for LLaVA). Qwen's merger
+    normalises each patch before concatenating, so it takes them as `g` rows; InternVL's projector takes the pixel-
+    shuffled token, which is that concatenation; DeepSeek-VL2's MLP takes the 2x2 block interleaved channel by
+    channel (`F.unfold`'s order), so the vector is permuted to it first.
+
+    Args:
+        path (`str`): dotted path of the module from the top-level model.
+        merge_attr (`str` or `None`): attribute of `config.vision_config` whose square is the patches per token,
+            given to the module as rows (None: the vector is one row).
+        channel_major_block (`int` or `None`): the module reads the token's this many patches channel-major.
+    """
+
+    path: str
+    merge_attr: str | None = None
+    channel_major_block: int | None = None
+
+
+_QWEN_MERGER = Projector("model.visual.merger", merge_attr="spatial_merge_size")
+_LLAVA_PROJECTOR = Projector("model.multi_modal_projector")
+
+PROJECTORS: dict[str, Projector] = {
+    "qwen2_5_vl": _QWEN_MERGER,
+    "qwen2_vl": _QWEN_MERGER,
+    "qwen3_vl": _QWEN_MERGER,
+    "qwen3_vl_moe": _QWEN_MERGER,
+    "llava": _LLAVA_PROJECTOR,
+    "llava_next": _LLAVA_PROJECTOR,
+    "llava_onevision": _LLAVA_PROJECTOR,
+    # Its input is one pixel-shuffled token: the features of 2x2 patches concatenated.
+    "internvl": _LLAVA_PROJECTOR,
+    # The MLP after the 2x2 unfold: its input is one unfolded block (channel-major), as `F.unfold` orders it.
+    "deepseek_vl_v2": Projector("model.projector.layers", channel_major_block=4),
+}
+
+
+def projector_of(model: nn.Module) -> Callable[[Any], Any] | None:
+    """The family's projector as a function `[m, g * C] -> [m, D]` on merged vectors (None: no entry)."""
+    spec = PROJECTORS.get(getattr(model.config, "model_type", None))
+    if spec is None:
+        return None
+    module = get_submodule(model, spec.path)
+    rows = getattr(model.config.vision_config, spec.merge_attr) ** 2 if spec.merge_attr else 1
+    block = spec.channel_major_block
+
+    def project(vectors: Any) -> Any:
+        weight = next(module.parameters())
+        vectors = vectors.to(weight.device, weight.dtype)
+        if block is not None:
+            vectors = vectors.view(vectors.shape[0], block, -1).transpose(1, 2).reshape(vectors.shape[0], -1)
+        # `forward`, not `__call__`: the hooks on the projector (the vision tap's feature reader) watch the model's
+        # own encoding, not this extra call.
+        return module.forward(vectors.reshape(vectors.shape[0] * rows, -1))
+
+    return project

@@ -78,6 +78,8 @@ class SelectionContext:
             concatenated in the merger's order (g = 1 for LLaVA); NaN rows at separators.
         vision_patches_per_token (`int` or `None`): `g`, encoder patches per LLM visual token (1 for the LLaVA family,
             4 where the merger fuses 2x2: Qwen, InternVL, DeepSeek-VL2), given with any vision need.
+        vision_heads (`int` or `None`): H, the heads of the scored encoder layer (for head means of `vision_keys`;
+            None when no attention state was read), given with any vision need.
         seed (`int`): seed for methods that draw at random.
     """
 
@@ -102,11 +104,48 @@ class SelectionContext:
     vision_keys: torch.Tensor | None = None
     vision_features: torch.Tensor | None = None
     vision_patches_per_token: int | None = None
+    vision_heads: int | None = None
     seed: int = 0
 
     @property
     def n_visual(self) -> int:
         return int(self.visual_index.numel())
+
+
+# Where a merged token's vector lives (docs/engine.md, "Merged tokens"): "llm_input" vectors are written as they are
+# into the sequence at the cut (the input embeddings of a before-LLM cut, the hidden states of an in-LLM one);
+# "projector_input" vectors go through the model's own projector first (before-LLM cuts only).
+MERGE_SPACES = ("llm_input", "projector_input")
+MERGED_PART = "merged"
+
+
+@dataclass(frozen=True)
+class MergedTokens:
+    """Kept slots whose token is replaced by a new vector (an average of dropped tokens, for instance).
+
+    A merged token occupies its slot: its place in the sequence and its original position id (all three M-RoPE
+    rows) are the slot's; only its vector changes.
+
+    Args:
+        slots (`LongTensor [m]`): indices into `Selection.keep` (not into the visual tokens), distinct.
+        vectors (`Tensor [m, W]`): the new vectors, one per slot, in `space`.
+        space (`str`): one of `MERGE_SPACES`.
+    """
+
+    slots: torch.Tensor
+    vectors: torch.Tensor
+    space: str = "llm_input"
+
+    def __post_init__(self) -> None:
+        if self.space not in MERGE_SPACES:
+            raise ValueError(f"MergedTokens.space must be one of {MERGE_SPACES}, got {self.space!r}")
+        if self.slots.dim() != 1 or self.vectors.dim() != 2 or self.vectors.shape[0] != self.slots.numel():
+            raise ValueError(
+                f"MergedTokens needs slots [m] and vectors [m, W], got {tuple(self.slots.shape)} and "
+                f"{tuple(self.vectors.shape)}"
+            )
+        if torch.unique(self.slots).numel() != self.slots.numel():
+            raise ValueError("MergedTokens.slots must be distinct (one vector per slot)")
 
 
 @dataclass
@@ -117,18 +156,40 @@ class Selection:
         keep (`LongTensor [k]`): indices into the visual tokens (0 .. L-1), strictly ascending.
         parts (`dict[str, LongTensor]`): named subsets of `keep` (e.g. IVC-Prune's `ivc`, `seeds`, `foreground`),
             indices into the visual tokens, for users to inspect and plot.
+        merged (`MergedTokens` or `None`): kept slots that carry a new vector instead of their own token; the part
+            `"merged"` (visual indices of those slots) is added to `parts`.
     """
 
     keep: torch.Tensor
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    merged: MergedTokens | None = None
 
     def __post_init__(self) -> None:
         if self.keep.dim() != 1:
             raise ValueError(f"Selection.keep must be 1-D, got shape {tuple(self.keep.shape)}")
         if self.keep.numel() > 1 and not bool((self.keep[1:] > self.keep[:-1]).all()):
             raise ValueError("Selection.keep must be strictly ascending (sorted, no duplicates)")
+        if MERGED_PART in self.parts and self.merged is None:
+            raise ValueError(f"the part name {MERGED_PART!r} is reserved for Selection.merged")
+        if self.merged is not None:
+            slots = self.merged.slots
+            if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.keep.numel()):
+                raise ValueError(f"MergedTokens.slots must index Selection.keep (0 .. {self.keep.numel() - 1})")
+            self.parts = {**self.parts, MERGED_PART: self.keep[slots.to(self.keep.device)].sort().values}
 
 
 def sorted_keep(indices: torch.Tensor) -> torch.Tensor:
     """Sorted unique int64 indices: the canonical form of `Selection.keep`."""
     return torch.unique(indices.to(torch.long), sorted=True)
+
+
+def merged_at(keep: torch.Tensor, tokens: torch.Tensor, vectors: torch.Tensor, space: str) -> MergedTokens:
+    """`MergedTokens` for vectors that go to the slots of the visual tokens `tokens` (each in `keep`, ascending).
+
+    Raises:
+        ValueError: a token is not kept.
+    """
+    slots = torch.searchsorted(keep, tokens.to(keep.device))
+    if bool((slots >= keep.numel()).any()) or not torch.equal(keep[slots.clamp(max=keep.numel() - 1)], tokens):
+        raise ValueError("a merged token's slot must be one of the kept tokens")
+    return MergedTokens(slots, vectors, space)

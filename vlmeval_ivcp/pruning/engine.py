@@ -25,13 +25,14 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from .arch import arch_for, get_submodule, model_rope_spec
+from .arch import arch_for, get_submodule, model_rope_spec, projector_of
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
 from .gather import decode_columns, gather_mask, gather_positions, gather_seq, hide_keys, position_in
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
 from .inject import take_injections
 from .layout import ImageLayout
+from .merge import write_merged
 from .registry import MethodSpec, get_method, make_config, method_of_config
 from .selection import select_cut
 from .state import PrefillRecord, PromptState, clock
@@ -69,6 +70,7 @@ class Pruner:
         self._text_model = get_submodule(model, arch.text_model)
         self._layers: nn.ModuleList = get_submodule(model, arch.layers)
         self._rope = model_rope_spec(model)
+        self._projector = projector_of(model)  # for merged tokens given as projector inputs
         self._image_token_id = int(getattr(model.config, arch.image_token_attr))
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
@@ -257,7 +259,7 @@ class Pruner:
         if self._cuts[0].layer != 0:
             return args, kwargs
         rel = select_cut(state, self._cuts[0], embeds, {}, self.method, self.config, self._rope)
-        kwargs = dict(kwargs, inputs_embeds=gather_seq(embeds, rel))
+        kwargs = dict(kwargs, inputs_embeds=write_merged(state, gather_seq(embeds, rel), rel, self._projector))
         if kwargs.get("position_ids") is None:
             kwargs["position_ids"] = full.clone()
         kwargs["position_ids"] = gather_positions(kwargs["position_ids"], rel)
@@ -320,7 +322,7 @@ class Pruner:
                     state, self._cut_at[index], hidden, state.captured, self.method, self.config, self._rope
                 )
                 state.captured = {}
-                args = (gather_seq(hidden, rel),) + args[1:]
+                args = (write_merged(state, gather_seq(hidden, rel), rel, self._projector),) + args[1:]
                 state.stage_kwargs = self._gather_layer_kwargs(state, kwargs, hidden.dtype)
             if state.stage_kwargs is None:
                 return (args, kwargs) if injected else None

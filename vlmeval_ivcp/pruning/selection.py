@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from .config import Cut, PruneConfig
-from .context import RopeSpec, Selection, SelectionContext
+from .context import MergedTokens, RopeSpec, Selection, SelectionContext
 from .gather import gather_positions, pad_ragged
 from .images import Layouts
 from .layout import ImageLayout
+from .merge import row_merge
 from .registry import MethodSpec
 from .state import PromptState, clock
 
@@ -41,7 +42,7 @@ def select_cut(
     # and the captured layer K-1 may sit on other GPUs).
     positions = gather_positions(state.rope_positions, keep.to(state.rope_positions.device)).to(hidden.device)
     captured = {name: value.to(hidden.device) for name, value in captured.items()}
-    rows, selections = [], []
+    rows, selections, state.merges = [], [], []
     for row in range(keep.shape[0]):
         visual_index = visual[row].nonzero().flatten()
         # Every image is its own span with its own budget; the text query is what follows the last image.
@@ -75,6 +76,9 @@ def select_cut(
             _check_selection(selection, ctx, method.name)
             parts.append((ctx, selection))
         selection = _merge(parts)
+        merge = row_merge(row, visual_index, selection, cut.layer)
+        if merge is not None:
+            state.merges.append(merge)
         alive = ~in_sequence[row]
         alive[visual_index[selection.keep.to(hidden.device)]] = True
         rows.append(alive)
@@ -110,7 +114,7 @@ def _vision_fields(
     if "vision_cls_attention" in method.needs:
         out["vision_cls_attention_heads"] = vision.cls_attention_heads
     out = {name: None if value is None else value.to(positions.device) for name, value in out.items()}
-    return dict(out, vision_patches_per_token=vision.patches_per_token)
+    return dict(out, vision_patches_per_token=vision.patches_per_token, vision_heads=vision.heads)
 
 
 def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:
@@ -122,15 +126,29 @@ def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int)
 
 
 def _merge(parts: list[tuple[SelectionContext, Selection]]) -> Selection:
-    """One sample's selection from its images' (indices shifted from each image's tokens to the sample's)."""
-    keeps, named, offset = [], {}, 0
+    """One sample's selection from its images' (indices shifted from each image's tokens to the sample's, merged
+    slots from each image's kept tokens to the sample's).
+
+    Raises:
+        ValueError: the images' merged tokens are in different spaces.
+    """
+    keeps, named, offset, kept = [], {}, 0, 0
+    slots, vectors, spaces = [], [], set()
     for ctx, selection in parts:
         device = selection.keep.device
         keeps.append(selection.keep + offset)
         for name, part in selection.parts.items():
             named.setdefault(name, []).append(part.to(device) + offset)
+        if selection.merged is not None:
+            slots.append(selection.merged.slots.to(device) + kept)
+            vectors.append(selection.merged.vectors)
+            spaces.add(selection.merged.space)
         offset += ctx.n_visual
-    return Selection(torch.cat(keeps), {name: torch.cat(values) for name, values in named.items()})
+        kept += selection.keep.numel()
+    if len(spaces) > 1:
+        raise ValueError(f"the images of one sample merged tokens in different spaces: {sorted(spaces)}")
+    merged = MergedTokens(torch.cat(slots), torch.cat(vectors), spaces.pop()) if spaces else None
+    return Selection(torch.cat(keeps), {name: torch.cat(values) for name, values in named.items()}, merged)
 
 
 def _check_selection(selection: Selection, ctx: SelectionContext, name: str) -> None:

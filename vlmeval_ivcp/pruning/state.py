@@ -75,6 +75,7 @@ class PromptState:
     held_hidden: list[torch.Tensor | None] | None = None  # per layer, filler slots layer 0's mask does not hide
     generated: int = 0
     injections: Injections | None = None  # the family's per-layer visual additions, until the prefill ends
+    merges: list[Any] = field(default_factory=list)  # the current cut's `merge.RowMerge`s, until written
     vision: list[list[VisionInputs]] | None = None  # per sample, per image: the vision-tower tap's values
 
 

@@ -93,6 +93,7 @@ class VisionInputs:
     keys: torch.Tensor | None = None  # [L, H*d]
     features: torch.Tensor | None = None  # [L, g*C]
     patches_per_token: int = 1  # g: 1 where a token is one patch (LLaVA family), 4 where the merger fuses 2x2
+    heads: int | None = None  # H of the scored layer (None: no attention state read)
 
     def gather(self, index: torch.Tensor) -> VisionInputs:
         """The rows of the tokens `index` (an image's survivors at a later cut)."""
@@ -101,7 +102,7 @@ class VisionInputs:
         return VisionInputs(
             **{name: None if value is None else value[index.to(value.device)] for name, value in pick.items()},
             cls_attention_heads=None if heads is None else heads[:, index.to(heads.device)],
-            patches_per_token=self.patches_per_token,
+            patches_per_token=self.patches_per_token, heads=self.heads,
         )
 
 
@@ -370,6 +371,7 @@ class VisionTap:
 
         self._multimodal.get_image_features = recording
         self._attention: AttentionTap | None = None
+        self._heads: int | None = None
         if self.needs & {"vision_attention", "vision_cls_attention", "vision_keys"}:
             self._attention = AttentionTap(getattr(layers[self.layer], arch.attention), self._on_states)
             self._attention.armed = True
@@ -407,6 +409,7 @@ class VisionTap:
 
     def _on_states(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> None:
         start = clock(query)
+        self._heads = key.shape[1]
         with torch.no_grad():
             skip = 1 if self.arch.cls else 0
             if "vision_attention" in self.needs:
@@ -477,5 +480,6 @@ class VisionTap:
             keys=mapped.get("keys"),
             features=mapped.get("features"),
             patches_per_token=source.shape[1],
+            heads=self._heads,
         )
 

@@ -32,6 +32,10 @@ SUMMARIES = {
     "vispruner": "VisPruner: the tokens the ViT [CLS] attends to most, then duplicates removed, before the LLM",
     "holov": "HoloV: the budget spread over contiguous chunks by ViT attention and similarity variance, before the "
     "LLM",
+    "visionzip": "VisionZip: the tokens the vision encoder attends to most, the rest merged into a few contextual "
+    "tokens, before the LLM",
+    "prumerge_plus": "PruMerge+: outliers of the ViT [CLS] attention plus spatial samples, each absorbing its nearest "
+    "pruned patches, before the LLM",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }

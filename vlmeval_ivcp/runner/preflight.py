@@ -20,11 +20,10 @@ from ..datasets.judged import JudgedDataset
 from ..datasets.registry import dataset_class
 from ..datasets.sources import how_to_get
 from ..datasets.tsv import lmu_root, tsv_path
-from ..models.base import input_method_problem
 from ..models.registry import MODEL_CLASSES
 from ..pruning.registry import get_method, make_config
 from .checkpoints import depth, inspect_checkpoint, model_path
-from .config import RunConfig, registry_class
+from .config import RunConfig, registry_adapter
 
 
 def dataset_problems(name: str, root: str | os.PathLike | None) -> list[str]:
@@ -73,14 +72,18 @@ def model_problems(config: RunConfig) -> list[str]:
 
 def input_method_problems(config: RunConfig) -> list[str]:
     """Input-side methods (`downsample`) paired with a family whose visual-token count is fixed (LLaVA-1.5)."""
+    points = [point for point in config.points if point.method != "none" and get_method(point.method).changes_inputs]
+    if not points:
+        return []
+    from ..models.base import input_method_problem  # model code (seconds): only for a run that needs it
+
     problems = []
     for model in config.models:
-        wrapper_class = MODEL_CLASSES[model.cls] if model.cls is not None else registry_class(model.name)
-        for point in config.points:
-            if point.method != "none" and get_method(point.method).changes_inputs:
-                problem = input_method_problem(wrapper_class, point.method)
-                if problem:
-                    problems.append(f"method {point.name} on model {model.name}: {problem}")
+        wrapper_class = (MODEL_CLASSES[model.cls] if model.cls is not None else registry_adapter(model.name)).load()
+        for point in points:
+            problem = input_method_problem(wrapper_class, point.method)
+            if problem:
+                problems.append(f"method {point.name} on model {model.name}: {problem}")
     return problems
 
 

@@ -1,6 +1,6 @@
 """Built-in methods; importing this package registers them."""
 
 from . import (  # noqa: F401
-    cdpruner, dart, divprune, downsample, fastv, holov, ivc_prune, keep_all, pdrop, random, resprune, uniform,
-    vispruner,
+    cdpruner, dart, divprune, downsample, fastv, holov, ivc_prune, keep_all, pdrop, prumerge_plus, random, resprune,
+    uniform, visionzip, vispruner,
 )

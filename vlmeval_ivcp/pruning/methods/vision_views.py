@@ -1,0 +1,101 @@
+"""Shared by the methods that score inside the vision encoder (VisionZip, PruMerge+): which tokens they score (per view,
+separators left out), which score and merge space a family gets by default, and how per-view answers make one
+selection of the image.
+
+The releases run one CLIP view at a time; here a view is a view of the image's `ImageLayout` (LLaVA-NeXT's base
+view and tiles, InternVL's tiles and thumbnail, DeepSeek-VL2's global view and its tiles side by side) or, without a
+layout, the whole image. Separator tokens (newlines, view separators: NaN in the vision tap's values) are always
+kept and neither scored nor counted; each view keeps `max(1, round(ratio * cells))` (methods_2026.md, item 6).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..context import MergedTokens, Selection, SelectionContext, sorted_keep
+
+SCORES = ("auto", "cls", "received")
+SPACES = ("auto", "projector_input", "llm_input")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_vision_layer(value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"vision_layer must be an int or None, got {value!r}")
+
+
+def view_cells(ctx: SelectionContext, values: torch.Tensor) -> list[torch.Tensor]:
+    """Per view, the image-token indices of its cells that carry vision values (`values [L, ...]`: NaN rows at
+    separators); the whole image as one view when the layout is unknown."""
+    carries = ~values.reshape(values.shape[0], -1).isnan().any(dim=1).cpu()
+    if ctx.layout is None:
+        return [carries.nonzero().flatten()]
+    views = [view.cells().flatten() for view in ctx.layout.views]
+    return [cells[carries[cells]] for cells in views if bool(carries[cells].any())]
+
+
+def view_budget(ratio: float, cells: int) -> int:
+    return max(1, round(ratio * cells))
+
+
+def tower_scores(ctx: SelectionContext, score: str, method: str) -> torch.Tensor:
+    """`[L]` importance from the vision tap: `cls` = the [CLS] row, `received` = attention received (`auto` must be
+    resolved by the method)."""
+    if score == "cls":
+        if ctx.vision_cls_attention is None:
+            raise ValueError(f"{method} score='cls' needs an encoder with a [CLS] token; this one has none")
+        return ctx.vision_cls_attention
+    if ctx.vision_attention is None:
+        raise ValueError(f"{method} needs ctx.vision_attention (declare needs=('vision_attention',)); got None")
+    return ctx.vision_attention
+
+
+def merge_space(ctx: SelectionContext, space: str) -> str:
+    """`auto`: the projector's input where each LLM token is one patch (a LLaVA-style projector, as the releases
+    merge CLIP features), the LLM's input elsewhere (the Qwen, InternVL and DeepSeek-VL2 ports merge after the
+    projector)."""
+    if space != "auto":
+        return space
+    return "projector_input" if ctx.vision_patches_per_token == 1 else "llm_input"
+
+
+def merge_features(ctx: SelectionContext, space: str, method: str) -> torch.Tensor:
+    """`[L, W]`: what is merged: the tap's projector-input rows, or the visual tokens' input embeddings."""
+    features = ctx.vision_features if space == "projector_input" else (
+        None if ctx.hidden_states is None else ctx.hidden_states[ctx.visual_index]
+    )
+    if features is None:
+        raise ValueError(f"{method} needs the tap's vision_features and the input embeddings; got None")
+    return features
+
+
+def image_selection(ctx: SelectionContext, views: list[tuple[torch.Tensor, Selection]]) -> Selection:
+    """One selection of the image from per-view selections (`cells`: image-token index of each of the view's
+    tokens), separators (tokens in no view) kept."""
+    device = ctx.visual_index.device
+    scored = torch.zeros(ctx.n_visual, dtype=torch.bool)
+    keeps, parts, tokens, vectors, spaces = [], {}, [], [], set()
+    for cells, selection in views:
+        scored[cells] = True
+        cells = cells.to(device)
+        keeps.append(cells[selection.keep.to(device)])
+        for name, part in selection.parts.items():
+            parts.setdefault(name, []).append(cells[part.to(device)])
+        if selection.merged is not None:
+            tokens.append(cells[selection.keep.to(device)[selection.merged.slots.to(device)]])
+            vectors.append(selection.merged.vectors)
+            spaces.add(selection.merged.space)
+    separators = (~scored).nonzero().flatten().to(device)
+    keep = sorted_keep(torch.cat([separators, *keeps]))
+    named = {name: sorted_keep(torch.cat(found)) for name, found in parts.items() if name != "merged"}
+    if separators.numel():
+        named["separators"] = separators
+    if not tokens:
+        return Selection(keep, named)
+    merged_tokens = torch.cat(tokens)
+    merged = MergedTokens(torch.searchsorted(keep, merged_tokens), torch.cat(vectors), spaces.pop())
+    return Selection(keep, named, merged)
