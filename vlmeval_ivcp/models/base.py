@@ -7,8 +7,10 @@ answers `generate(message, dataset=None) -> str` greedily, one message at a time
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ from .prompts import CustomPrompts, dataset_type
 from .load_error import load_error
 
 Message = list[dict[str, str]]
+# Threads that load a batch's pictures: the cores this process may use.
+IMAGE_THREADS = len(os.sched_getaffinity(0))
 
 DTYPES = {
     "auto": "auto",
@@ -270,12 +274,21 @@ class PrunedVLM(ABC):
 
     def build_batch_inputs(self, messages: list[Message], dataset: str | None) -> dict[str, Any]:
         """Turn VLMEvalKit messages into one left-padded batch of model inputs."""
-        prompts, images = [], []
+        prompts, paths = [], []
         for message in messages:
             image_paths, texts = split_message(message)
-            images += [self.load_image(path, dataset) for path in image_paths]
+            paths += image_paths
             prompts.append(self.chat_prompt(len(image_paths), "\n".join(texts)))
-        return self.encode(prompts, images, dataset)
+        return self.encode(prompts, self.load_images(paths, dataset), dataset)
+
+    def load_images(self, paths: list[str], dataset: str | None) -> list[Image.Image]:
+        """`load_image` of each path, in order. A batch's pictures are decoded and resized on several threads
+        (Pillow releases the GIL there): done one after another they are the largest per-row cost a batch does not
+        share (docs/efficiency.md, throughput)."""
+        if len(paths) < 2:
+            return [self.load_image(path, dataset) for path in paths]
+        with ThreadPoolExecutor(min(len(paths), IMAGE_THREADS)) as pool:
+            return list(pool.map(lambda path: self.load_image(path, dataset), paths))
 
     def load_image(self, path: str, dataset: str | None) -> Image.Image:
         """One picture of a message, as the family's VLMEvalKit class reads it (RGB by default)."""
