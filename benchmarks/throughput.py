@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = list(range(len(messages)))
         grouped = messages if args.model == "tiny" else None
         print(f"{args.model}, {args.device}, {args.dtype}, {args.attn}; {len(rows)} rows, "
-              f"{args.new_tokens} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+              f"{f'{args.new_tokens} new tokens' if args.model == 'tiny' else 'prefill'}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
         print("| setting | batch | rows/s | × batch 1 | range of × batch 1 | peak memory (MiB) | same answers |")
         print("|---|---|---|---|---|---|---|")
         batches = sorted(args.batches)
