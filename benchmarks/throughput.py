@@ -181,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         answer, messages = tiny_rows(args, Path(work)) if args.model == "tiny" else wide_rows(args)
         rows = list(range(len(messages)))
         grouped = messages if args.model == "tiny" else None
-        print(f"{args.model}, {args.device}, {args.dtype}, {args.attn}; {len(rows)} rows, "
-              f"{f'{args.new_tokens} new tokens' if args.model == 'tiny' else 'prefill'}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+        work_done = f"{args.new_tokens} new tokens" if args.model == "tiny" else "prefill only"
+        print(f"{args.model}, {args.device}, {args.dtype}, {args.attn}; {len(rows)} rows, {work_done}, "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
         print("| setting | batch | rows/s | × batch 1 | range of × batch 1 | peak memory (MiB) | same answers |")
         print("|---|---|---|---|---|---|---|")
         batches = sorted(args.batches)
