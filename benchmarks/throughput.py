@@ -2,26 +2,33 @@
 measured in the same run, the peak memory, and whether the batched answers equal those of batch size 1.
 
     python benchmarks/throughput.py [--model tiny|qwen2.5-vl-7b] [--batches 1 2 4 8] [--rows 16] [--new-tokens 8]
-        [--layers 4] [--grid 12] [--device cpu|cuda] [--dtype float32|bfloat16] [--attn sdpa|eager|flash_attention_2]
+        [--repeats 1] [--layers 4] [--grid 12] [--device cpu|cuda] [--dtype float32|bfloat16]
+        [--attn sdpa|eager|flash_attention_2]
 
-- `tiny`: the tiny random Qwen2.5-VL through the harness's own path (`PrunedVLM.generate_batch`), on the DemoMCQ
-  pictures (56 to 112 pixels: rows of one batch keep different numbers of tokens), rows grouped by size as
-  `run.py --batch-size` groups them. "same answers" counts the rows whose batched answer equals the batch-size-1
+- `tiny`: the tiny random Qwen2.5-VL through the harness's own step (`runner.run.answer_batch`: `generate_batch`,
+  then the batch's records appended to a prediction store with one disk sync), on the DemoMCQ questions repeated
+  to `--rows`, rows grouped by size as `run.py --batch-size` groups them. Its 560 to 672-pixel pictures are all
+  read at 224 x 224 (64 visual tokens) under the tiny model's pixel budget; its byte-level tokenizer makes the
+  prompts 272 or 278 tokens long. "same answers" counts the rows whose batched answer equals the batch-size-1
   answer, out of those whose greedy steps all had a top-2 logit margin above float noise (1e-4).
 - `qwen2.5-vl-7b`: a random Qwen2.5-VL with the 7B text widths and `--layers` decoder layers (benchmarks/
-  selection_time.py), one synthetic image of `--grid`² visual tokens per row fed as embeddings; rows per second of
-  the prefill (one forward with a KV cache; generate() cannot take these embeddings with the input ids the engine
-  needs); its random weights make answers meaningless, so only the speed is reported.
+  selection_time.py: a 1,024-token vocabulary instead of 152,064, no vision tower), one synthetic image of
+  `--grid`² visual tokens per row fed as embeddings; rows per second of the prefill (one forward with a KV cache;
+  generate() cannot take these embeddings with the input ids the engine needs); its random weights make answers
+  meaningless, so only the speed is reported.
 
 Rows per second is rows over the wall time of answering all of them (`--rows`, in batches), after one untimed
-warm-up batch per setting. Peak memory: the CUDA allocator's peak on a GPU; on a CPU the process's peak resident
-size sampled every millisecond (so the weights count too). Each setting runs once: on a shared machine repeat the
-command before trusting a difference of a few percent.
+warm-up batch per setting. With `--repeats` R, the batch sizes are measured in turn R times (1, 2, 4, 8, 1, 2, ...)
+so that a change in the machine's load falls on all of them; the table shows the median rows per second, the
+median of the R ratios to batch size 1 measured next to each other, and their range. Peak memory: the CUDA
+allocator's peak on a GPU; on a CPU the process's peak resident size sampled every millisecond (so the weights
+count too).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -35,6 +42,8 @@ from vlmeval_ivcp.datasets.demo import write_demo_mcq
 from vlmeval_ivcp.datasets.registry import build_dataset
 from vlmeval_ivcp.models.registry import build_model
 from vlmeval_ivcp.runner.batching import group_rows
+from vlmeval_ivcp.runner.run import answer_batch
+from vlmeval_ivcp.runner.store import PredictionStore
 
 NOISE = 1e-4
 SETTINGS = {"none": {}, "ivc_prune 0.5": dict(method="ivc_prune", ratio=0.5)}
@@ -86,24 +95,35 @@ def tiny_rows(args: argparse.Namespace, work: Path) -> tuple[Callable[[list[int]
     dataset = build_dataset("DemoMCQ", write_demo_mcq(work).parent)
     demo = [dataset.message(position) for position in range(len(dataset.data))]
     messages = [demo[row % len(demo)] for row in range(args.rows)]
+    files = iter(range(1_000_000))
+    store, stored = PredictionStore(work / "predictions.jsonl"), set()
 
     def answer(rows: list[int], setting: dict) -> list:
+        nonlocal store, stored
         wrapper.set_method(setting.get("method", "none"), **{k: v for k, v in setting.items() if k != "method"},
                            **({"layer": 2} if setting else {}))
-        answers = wrapper.generate_batch([messages[row] for row in rows], dataset.name)
-        return [(text, stats.decision_margin) for text, stats in zip(answers, wrapper.batch_stats)]
+        if stored & set(rows):  # a new pass over the rows (the rows' numbers are their indices): a new file
+            store, stored = PredictionStore(work / f"predictions{next(files)}.jsonl"), set()
+        stored.update(rows)
+        answers, stats = answer_batch(wrapper, dataset, [messages[row] for row in rows], rows, store)
+        return [(text, row.decision_margin) for text, row in zip(answers, stats)]
 
     return answer, messages
 
 
 def wide_rows(args: argparse.Namespace) -> tuple[Callable[[list[int]], list], list]:
-    """The 7B-width model's `answer(rows)`: `generate()` on copies of one synthetic prompt (answers unchecked)."""
+    """The 7B-width model's `answer(rows)`: the prefill of copies of one synthetic prompt (answers unchecked)."""
     from selection_time import build_qwen, qwen_inputs
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     model = build_qwen(args.layers, dtype, args.device, args.grid)
     model.config.get_text_config()._attn_implementation = args.attn
     one = qwen_inputs(model, args.grid)
+    text = model.config.get_text_config()
+    print(f"7B widths (hidden {text.hidden_size}, {text.num_attention_heads} query / {text.num_key_value_heads} KV "
+          f"heads, MLP {text.intermediate_size}), {text.num_hidden_layers} layers, random weights; vocabulary "
+          f"shrunk to {text.vocab_size} (152,064 in Qwen2.5-VL-7B); vision tower skipped ({args.grid}² visual "
+          f"tokens fed as embeddings); prefill only")
 
     def answer(rows: list[int], setting: dict) -> list:
         batch = {key: value.expand(len(rows), *value.shape[1:]) if key != "image_grid_thw"
@@ -135,12 +155,19 @@ def measure(answer: Callable, rows: list, messages: list | None, setting: dict, 
     return by_row, seconds, memory.peak
 
 
+def same_answers(single: dict, by_row: dict, rows: list) -> tuple[int, int]:
+    """Rows whose answer equals batch size 1's, and rows whose batch-size-1 steps were clear of float noise."""
+    clear = [row for row in rows if single[row][1] > NOISE]
+    return sum(by_row[row][0] == single[row][0] for row in clear), len(clear)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["tiny", "qwen2.5-vl-7b"], default="tiny")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--rows", type=int, default=16, help="rows answered per setting")
     parser.add_argument("--new-tokens", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="times each batch size is measured, in turn")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers of the 7B-width model")
     parser.add_argument("--grid", type=int, default=12, help="visual tokens per side of the 7B-width model's image")
     parser.add_argument("--device", default="cpu")
@@ -154,21 +181,28 @@ def main(argv: list[str] | None = None) -> None:
         answer, messages = tiny_rows(args, Path(work)) if args.model == "tiny" else wide_rows(args)
         rows = list(range(len(messages)))
         grouped = messages if args.model == "tiny" else None
-        print(f"{args.model}, {args.device}, {args.dtype}, {args.attn}; {len(rows)} rows, "
-              f"{args.new_tokens} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-        print("| setting | batch | rows/s | × batch 1 | peak memory (MiB) | same answers |")
-        print("|---|---|---|---|---|---|")
+        work_done = f"{args.new_tokens} new tokens" if args.model == "tiny" else "prefill only"
+        print(f"{args.model}, {args.device}, {args.dtype}, {args.attn}; {len(rows)} rows, {work_done}, "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+        print("| setting | batch | rows/s | × batch 1 | range of × batch 1 | peak memory (MiB) | same answers |")
+        print("|---|---|---|---|---|---|---|")
+        batches = sorted(args.batches)
         for name, setting in SETTINGS.items():
+            rates: dict[int, list[float]] = {batch: [] for batch in batches}
+            peaks, checks = dict.fromkeys(batches, 0), {batch: [0, 0] for batch in batches}
             single = None
-            for batch in sorted(args.batches):
-                by_row, seconds, peak = measure(answer, rows, grouped, setting, batch, args.device)
-                rate = len(rows) / seconds
-                single = single or (rate, by_row)
-                clear = [row for row in rows if single[1][row][1] > NOISE]
-                same = sum(by_row[row][0] == single[1][row][0] for row in clear)
-                check = f"{same} / {len(clear)}" if args.model == "tiny" else "-"
-                print(f"| {name} | {batch} | {rate:.2f} | {rate / single[0]:.2f} | {peak / 2**20:.0f} | {check} |",
-                      flush=True)
+            for _ in range(args.repeats):
+                for batch in batches:
+                    by_row, seconds, peak = measure(answer, rows, grouped, setting, batch, args.device)
+                    rates[batch].append(len(rows) / seconds)
+                    peaks[batch] = max(peaks[batch], peak)
+                    single = single or by_row  # the first pass at batch size 1
+                    checks[batch] = [a + b for a, b in zip(checks[batch], same_answers(single, by_row, rows))]
+            for batch in batches:
+                ratios = [rate / base for rate, base in zip(rates[batch], rates[1])]
+                check = "{} / {}".format(*checks[batch]) if args.model == "tiny" else "-"
+                print(f"| {name} | {batch} | {statistics.median(rates[batch]):.2f} | {statistics.median(ratios):.2f} "
+                      f"| {min(ratios):.2f} - {max(ratios):.2f} | {peaks[batch] / 2**20:.0f} | {check} |", flush=True)
 
 
 if __name__ == "__main__":

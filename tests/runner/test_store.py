@@ -57,6 +57,28 @@ def test_append_syncs_before_returning(tmp_path, monkeypatch):
     assert synced[0] == b'{"index": 1}\n'
 
 
+def test_extend_writes_a_batch_with_one_sync_or_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "preds.jsonl"
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor):
+        synced.append(path.read_bytes())
+        real_fsync(descriptor)
+
+    store = PredictionStore(path)
+    store.append({"index": 0, "prediction": "A"})
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store.extend([{"index": 1, "prediction": "B"}, {"index": "y", "prediction": "C"}])
+    assert synced == [b'{"index": 0, "prediction": "A"}\n{"index": 1, "prediction": "B"}\n'
+                      b'{"index": "y", "prediction": "C"}\n']
+    for refused in ([{"index": 2}, {"index": 1}], [{"index": 2}, {"index": np.int64(2)}], [{"index": 2}, {}]):
+        with pytest.raises((ValueError, KeyError)):
+            store.extend(refused)
+    assert len(synced) == 1 and [line["index"] for line in _lines(path)] == [0, 1, "y"]
+    assert PredictionStore(path).done() == store.done()
+
+
 def test_numpy_and_nan_are_stored_as_plain_json(tmp_path):
     record = {
         "index": np.int64(7),

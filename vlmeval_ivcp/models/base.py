@@ -8,8 +8,11 @@ applies an input-side method to every picture before its processor (`downsample`
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,8 @@ from .prompts import CustomPrompts, dataset_type
 from .load_error import load_error
 
 Message = list[dict[str, str]]
+# Threads that load a batch's pictures: the cores this process may use.
+IMAGE_THREADS = len(os.sched_getaffinity(0))
 
 DTYPES = {
     "auto": "auto",
@@ -100,6 +105,16 @@ def split_message(message: Message) -> tuple[list[str], list[str]]:
             raise ValueError(f"message item {position} must have type 'text' or 'image', got {item!r}")
     return images, texts
 
+
+
+def on_threads(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """`function` of each item, in order. A batch's pictures are decoded and resized on several threads (Pillow
+    releases the GIL there): done one after another they are the largest per-row cost a batch does not share
+    (docs/efficiency.md, throughput)."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(len(items), IMAGE_THREADS)) as pool:
+        return list(pool.map(function, items))
 
 def input_method_problem(wrapper_class: type, method: str) -> str | None:
     """Why input-side method `method` cannot run on `wrapper_class` (None when it can): a family whose visual-token
@@ -309,17 +324,18 @@ class PrunedVLM(ABC):
         inputs also hold `"full_visual_tokens"`: per prompt, the visual tokens of its unchanged pictures (the
         processor's own count, from encoding them too).
         """
-        prompts, pictures = [], []
+        prompts, paths = [], []
         for message in messages:
             image_paths, texts = split_message(message)
-            pictures += [self.read_image(path) for path in image_paths]
+            paths += image_paths
             prompts.append(self.chat_prompt(len(image_paths), "\n".join(texts)))
-        images = [self.fit_image(picture, dataset) for picture in pictures]
+        pictures = on_threads(self.read_image, paths)
+        images = on_threads(lambda picture: self.fit_image(picture, dataset), pictures)
         if self.input_method is None:
             return self.encode(prompts, images, dataset)
         full_visual = self.visual_token_counts(self.encode(prompts, images, dataset)["input_ids"])
         change, config = self.input_method
-        changed = [self.fit_image(change(picture, config), dataset) for picture in pictures]
+        changed = on_threads(lambda picture: self.fit_image(change(picture, config), dataset), pictures)
         inputs = self.encode(prompts, changed, dataset)
         inputs["full_visual_tokens"] = full_visual
         return inputs

@@ -418,10 +418,10 @@ class Pruner:
         state.record.kept = [ordinal[row, final[row][live_visual[row]]] for row in range(len(final))]
         state.record.cache_lengths = [layer_keep.shape[1] for layer_keep in held]
         real = state.real_mask.to(final.device)
-        state.record.row_cache_lengths = [
-            [int((torch.gather(real[row], 0, keep[row]) & live[row]).sum()) for keep, live in zip(held, held_live)]
-            for row in range(len(final))
-        ]
+        # One host sync for all rows and layers, not one per row and layer.
+        state.record.row_cache_lengths = torch.stack(
+            [(torch.gather(real, 1, keep) & live).sum(dim=1) for keep, live in zip(held, held_live)], dim=1
+        ).tolist()
         state.record.positions, state.record.filler = final, ~state.live
         self.last = state.record
         if cache is None:

@@ -14,7 +14,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -126,23 +126,41 @@ def infer_dataset(
     for position in pending:  # the first message decodes the dataset's images: a one-time cost
         with row_context(dataset, indices[position]):
             messages.append(dataset.message(position, wrapper))
+
+    def fields(index: Any) -> dict[str, Any]:
+        return provenance.fields(digests[normalize_index(index)]) if provenance else {}
+
     progress = tqdm(total=len(pending), desc=desc, unit="row", disable=not pending or not ranks.is_main)
     for batch in group_rows(pending, messages, batch_size):
         rows = [indices[pending[item]] for item in batch]
-        started = time.perf_counter()
-        with row_context(dataset, rows[0] if len(rows) == 1 else rows):
-            predictions = wrapper.generate_batch([messages[item] for item in batch], dataset=dataset.name)
-        # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
-        # extrapolates from. A kill loses at most the batch in flight.
-        seconds = (time.perf_counter() - started) / len(batch)
-        for index, prediction, stats in zip(rows, predictions, wrapper.batch_stats, strict=True):
-            record = {"index": index, "prediction": prediction, "row_seconds": seconds}
-            made = provenance.fields(digests[normalize_index(index)]) if provenance else {}
-            store.append({**record, **{key: getattr(stats, key) for key in ROW_STATS}, **made})
+        answer_batch(wrapper, dataset, [messages[item] for item in batch], rows, store, fields)
         progress.update(len(batch))
     progress.close()
     ranks.barrier()  # every shard is complete before rank 0 merges them
     return len(pending)
+
+
+def answer_batch(
+    wrapper: Any, dataset: Any, messages: list, rows: list, store: PredictionStore,
+    fields: Callable[[Any], dict[str, Any]] = lambda index: {},
+) -> tuple[list[str], list[Any]]:
+    """The harness's step (which benchmarks/throughput.py times): answers the `messages` of dataset rows `rows` in
+    one `generate_batch` and stores them, with `fields(index)` added to each record, in one disk sync. A kill loses
+    at most this batch. Returns the answers and their `GenerationStats`.
+    """
+    started = time.perf_counter()
+    with row_context(dataset, rows[0] if len(rows) == 1 else rows):
+        predictions = wrapper.generate_batch(messages, dataset=dataset.name)
+    # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
+    # extrapolates from.
+    seconds = (time.perf_counter() - started) / len(rows)
+    records = [
+        {"index": index, "prediction": prediction, "row_seconds": seconds,
+         **{key: getattr(stats, key) for key in ROW_STATS}, **fields(index)}
+        for index, prediction, stats in zip(rows, predictions, wrapper.batch_stats, strict=True)
+    ]
+    store.extend(records)
+    return predictions, wrapper.batch_stats
 
 
 @contextlib.contextmanager
