@@ -15,8 +15,12 @@ SelectFn = Callable[[SelectionContext, PruneConfig], Selection]
 # What a method may ask the engine to capture for it (fields of SelectionContext).
 # "attention" is the attention of layer K-1, which runs on every token (FastV); "cut_attention" is layer K's own,
 # computed on the tokens reaching it before they are pruned (PyramidDrop's release); "normed_hidden_states" is the cut
-# layer's input through the decoder's final norm (DART compares tokens in that space).
-INPUTS = frozenset({"hidden_states", "values", "attention", "cut_attention", "normed_hidden_states"})
+# layer's input through the decoder's final norm (DART compares tokens in that space); "rater_attention" is layer K-1's
+# attention from every prompt token after the last image, with the LLM's input embeddings of those tokens and of the
+# image (SparseVLM picks its text raters from the embeddings and ranks with their attention).
+INPUTS = frozenset(
+    {"hidden_states", "values", "attention", "cut_attention", "normed_hidden_states", "rater_attention"}
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,8 @@ class MethodSpec:
         config_cls (`type[PruneConfig]`): its settings.
         select (`SelectFn`): `(context, config) -> Selection`, pure.
         needs (`frozenset[str]`): which optional context fields the engine must fill (subset of `INPUTS`;
-            "attention" and "cut_attention" fill `queries`, `keys` and `scaling`).
+            "attention" and "cut_attention" fill `queries`, `keys` and `scaling`; "rater_attention" fills
+            `query_attention`, `image_embeds` and `query_embeds`).
         single_row (`bool`): the method cannot choose for each prompt of a batch on its own; the engine refuses
             batches of more than one prompt for it.
     """
