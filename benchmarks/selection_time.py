@@ -1,7 +1,7 @@
 """How long each pruning method spends choosing, relative to the unpruned prefill of the same model.
 
     python benchmarks/selection_time.py [--model qwen2.5-vl-7b|llava-1.5-7b|qwen3-vl-8b|llava-onevision-7b]
-        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3]
+        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3] [--methods NAME ...]
 
 `--model qwen2.5-vl-7b` (default) builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads, 4
 KV heads, MLP 18944, M-RoPE sections (16, 24, 24)); `--model llava-1.5-7b` a LLaVA-1.5 decoder with Vicuna-7B's (hidden
@@ -281,6 +281,7 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "uniform": dict(ratio=ratio),
         "dart": dict(ratio=ratio, layer=middle),
         "cdpruner": dict(ratio=ratio),
+        "sparsevlm": dict(layers=stages),  # the official count (rank * 13.5); the matched one skips the SVD
     }
 
 
@@ -334,8 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the visual tokens kept")
+    parser.add_argument("--methods", nargs="+", help="measure only these methods (default: every one)")
     args = parser.parse_args(argv)
     check_common_args(parser, args)
+    options = method_options(args.layers, args.ratio)
+    unknown = sorted(set(args.methods or ()) - set(options))
+    if unknown:
+        parser.error(f"--methods: no benchmark settings for {unknown}; known: {sorted(options)}")
 
     bench = BENCH_MODELS[args.model]
     model = bench.build(args.layers, getattr(torch, args.dtype), args.device, args.grid)
@@ -350,10 +356,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| method | cut | kept visual | select (ms) | select / prefill | "
           f"select / prefill, {bench.full_depth} layers (est.) |")
     print("|---|---|---|---|---|---|")
-    for method, options in method_options(args.layers, args.ratio).items():
-        runs = [selection_seconds(model, inputs, method, options) for _ in range(args.repeats)]
+    for method in args.methods or options:
+        runs = [selection_seconds(model, inputs, method, options[method]) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
-        print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
+        print(f"| {method} | {_where(options[method])} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
               f"{select / unpruned:.2%} | {select / full_depth:.2%} |")
         sys.stdout.flush()
 

@@ -27,6 +27,8 @@ SUMMARIES = {
     "dart": "DART: the tokens least similar to a few key-norm pivots (duplication-aware), at layer K",
     "cdpruner": "CDPruner: a conditional DPP over the visual tokens (instruction relevance x similarity), before the "
     "LLM",
+    "sparsevlm": "SparseVLM v1, drop only: text raters' attention ranks the visual tokens at several layers, "
+    "rank-based counts",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }
