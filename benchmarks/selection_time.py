@@ -308,6 +308,7 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "holov": dict(ratio=ratio),
         "visionzip": dict(ratio=ratio),
         "prumerge_plus": dict(ratio=ratio),
+        "sparsevlm": dict(layers=stages),  # the official count (rank * 13.5); the matched one skips the SVD
     }
 
 
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     every_method = method_options(args.layers, args.ratio)
     unknown = sorted(set(args.methods or ()) - set(every_method))
     if unknown:
-        parser.error(f"--methods: unknown {unknown}; known: {sorted(every_method)}")
+        parser.error(f"--methods: no benchmark settings for {unknown}; known: {sorted(every_method)}")
 
     bench = BENCH_MODELS[args.model]
     model = bench.build(args.layers, getattr(torch, args.dtype), args.device, args.grid)
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
             method_inputs = bench.vision_inputs(model, inputs)
         runs = [selection_seconds(model, method_inputs, method, options) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
-        print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
+        print(f"| {method} | {_where(options[method])} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
               f"{select / unpruned:.2%} | {select / full_depth:.2%} |")
         sys.stdout.flush()
 

@@ -5,7 +5,7 @@ prefill and at every decode step; cached greedy decoding equals uncached recompu
 each row keeps what it keeps alone; cache lengths and the record are as documented (docs/engine.md).
 
 The default matrix keeps the suite short: every registered method on one family (in turn) with SDPA and the
-method's own cache policy, the multi-cut method on every family with SDPA under `all` and eager under `after`, and
+method's own cache policy, the multi-cut methods on every family with SDPA under `all` and eager under `after`, and
 a before-LLM method with eager. VLMEVAL_IVCP_FULL_MATRIX=1 runs every family × method × policy × backend (180 runs,
 about 10 CPU-minutes).
 """
@@ -33,7 +33,8 @@ QUESTIONS = ["What?", "Colour of it?", "Is there a cat here?"]
 SIZES = [[(112, 112)], [(112, 112), (56, 56)], [(56, 56)]]  # per row: one picture per size
 NEW_TOKENS = 2
 # Options that fit the tiny checkpoints (4 decoder layers); any other method keeps half, in-LLM ones at layer 2.
-OPTIONS = {"pdrop": dict(layers=(1, 2, 3)), "none": {}}
+OPTIONS = {"pdrop": dict(layers=(1, 2, 3)), "sparsevlm": dict(layers=(1, 2, 3)), "none": {}}
+MULTI_CUT = {"pdrop", "sparsevlm"}
 
 
 def _options(name: str) -> dict:
@@ -51,7 +52,7 @@ FULL = os.environ.get("VLMEVAL_IVCP_FULL_MATRIX") == "1"
 def _lean(family: str, case: int, attention: str, policy: str) -> bool:
     method = CASES[case][0]
     own_policy = get_method(method).config_cls().cache_policy
-    if method == "pdrop":
+    if method in MULTI_CUT:
         return (attention, policy) in {("sdpa", "all"), ("eager", "after")}
     in_turn = FAMILIES[case % len(FAMILIES)] == family and policy == own_policy
     return in_turn and (attention == "sdpa" or method == "resprune")

@@ -52,6 +52,7 @@ EVERY_METHOD = [
     ("pdrop", dict(layers=(1, 2, 3))),
     ("ivc_prune", dict(ratio=0.5, layer=2)),
     ("dart", dict(ratio=0.5, layer=2, preset="matched")),  # the official count is checked below
+    ("sparsevlm", dict(layers=(1, 2, 3), preset="matched")),  # the official count: test_sparsevlm.py
     *BEFORE_LLM.items(),
     # Vision-tower methods: budgets per view, separators kept (tests/pruning/test_vision_tower_methods.py).
     ("visionzip", dict(ratio=0.5, preset="matched")),
@@ -239,6 +240,10 @@ def test_pdrop_scores_each_stage_with_its_own_layers_attention_before_the_drop()
         ("sdpa", "pdrop", dict(layers=(1, 3), stage_ratios=(0.75, 0.5), cache_policy="all")),
         ("sdpa", "dart", dict(ratio=0.5, layer=2)),
         ("eager", "dart", dict(ratio=0.75, layer=1, preset="matched", cache_policy="all")),
+        # The official count differs between the rows here: test_engine_ragged.py checks it on every family.
+        ("sdpa", "sparsevlm", dict(layers=(1, 2, 3), preset="matched")),
+        ("eager", "sparsevlm", dict(layers=(1, 2, 3), preset="matched")),
+        ("sdpa", "sparsevlm", dict(layers=(1, 3), preset="matched", stage_ratios=(0.75, 0.5), cache_policy="all")),
     ],
 )
 def test_attention_methods_equal_the_masked_reference(attention, method, options):
@@ -254,6 +259,35 @@ def test_attention_methods_equal_the_masked_reference(attention, method, options
     held = [alive[-1]] * N_LAYERS if config.cache_policy == "all" else alive
     assert pruner.last.cache_lengths == [keep.shape[1] for keep in held]
     check_pruned_run(model, inputs, prefill, out, alive, held, attention)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_sparsevlm_rater_attention_equals_eager_attention_weights_at_every_stage(attention):
+    """Stage s reads layer `layers[s] - 1`'s attention from every row after the image: the eager weights of that layer
+    in a run pruned by the earlier stages only; the embeddings are the LLM's input, the image's whole at every stage."""
+    layers = (1, 2, 3)
+    eager = tiny_wrapper("eager")
+    inputs = qwen_inputs(eager, QUESTIONS)
+    model = tiny_wrapper(attention).model
+    pruner, contexts = recording_pruner(model, "sparsevlm", layers=layers, scale=1.0, bias=2.0)
+    with pruner, torch.no_grad():
+        model(**inputs)
+        embeds = model.model.get_input_embeddings()(inputs["input_ids"])
+    stages = pruner.last.stages
+    assert len(contexts) == 2 * len(layers)
+    image_id = model.config.image_token_id
+    for stage, layer in enumerate(layers):
+        with prune(eager.model, "sparsevlm", layers=layers[:stage], scale=1.0, bias=2.0) if stage else nullcontext():
+            with torch.no_grad():
+                weights = eager.model(**inputs, output_attentions=True).attentions[layer - 1].mean(1)  # [B, S, S]
+        for row in range(2):
+            ctx = contexts[2 * stage + row]
+            assert ctx.query_attention.shape == (ctx.query_index.numel(), weights.shape[-1])
+            assert (ctx.query_attention - weights[row][ctx.query_index]).abs().max() <= 1e-5
+            text = inputs["input_ids"][row] != image_id
+            assert torch.equal(ctx.query_embeds, embeds[row][text][-ctx.query_index.numel():])
+            assert ctx.image_embeds.shape[0] == N_VISUAL  # the image's tokens before any cut
+            assert stages[stage][row].keep.numel() <= ctx.n_visual
 
 
 def test_dart_reads_layer_k_input_through_the_final_norm_and_keeps_the_official_count():

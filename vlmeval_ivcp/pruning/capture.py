@@ -118,3 +118,25 @@ def _attention_function(module: nn.Module, implementation: str) -> Callable:
 def expand_heads(states: torch.Tensor, n_heads: int) -> torch.Tensor:
     """`[B, Hkv, S, d]` grouped-query states repeated to `n_heads` heads (each query head next to its group)."""
     return states.repeat_interleave(n_heads // states.shape[1], dim=1)
+
+
+def rows_attention(
+    queries: torch.Tensor, keys: torch.Tensor, scaling: float, rows: torch.Tensor, key_mask: torch.Tensor
+) -> torch.Tensor:
+    """Softmax attention of some query rows over every key, averaged over heads, in float32: what the layer computed
+    for those rows (causal: row `i` sees keys `0..i`; keys where `key_mask` is False get 0).
+
+    Args:
+        queries (`Tensor [H, S, d]`), keys (`Tensor [H, S, d]`): one sample's RoPE-rotated states, grouped heads
+            expanded.
+        scaling (`float`): the softmax scale.
+        rows (`LongTensor [Q]`): the query rows wanted (sequence positions, each with at least one visible key).
+        key_mask (`BoolTensor [S]`): True for real tokens.
+
+    Returns:
+        `FloatTensor [Q, S]`.
+    """
+    logits = queries[:, rows].float() @ keys.float().transpose(1, 2) * scaling  # [H, Q, S]
+    columns = torch.arange(keys.shape[1], device=keys.device)
+    visible = (columns[None, :] <= rows[:, None].to(keys.device)) & key_mask.to(keys.device)[None, :]
+    return torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1).mean(dim=0)

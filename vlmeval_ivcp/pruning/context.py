@@ -62,6 +62,12 @@ class SelectionContext:
         queries (`Tensor [H, 1, d]` or `None`), keys (`Tensor [H, S, d]` or `None`): the RoPE-rotated query of the
             last prompt token and all keys (grouped-query heads expanded) of the layer before the cut, for
             attention-scored methods; `scaling` is the attention's softmax scale.
+        query_attention (`Tensor [Q, S]` or `None`): float32 attention of each `query_index` row over every token in
+            layer K-1, averaged over heads (causal; padding and a ragged batch's fillers get 0), recomputed from that
+            layer's own queries and keys, when the method asks for "rater_attention".
+        image_embeds (`Tensor [L0, D]` or `None`), query_embeds (`Tensor [Q, D]` or `None`): the LLM's input
+            embeddings of every visual token of this image as the prompt entered the LLM (before any cut, so `L0`
+            may exceed `n_visual` at a later cut) and of the `query_index` rows, with "rater_attention".
         key_mask (`BoolTensor [S]`): True for real tokens, False for padding.
         layout (`ImageLayout` or `None`): how the image's tokens are laid out (views, tiles, separators), when the
             model says so and every token of the image is still alive.
@@ -96,6 +102,9 @@ class SelectionContext:
     queries: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     scaling: float | None = None
+    query_attention: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    query_embeds: torch.Tensor | None = None
     layout: ImageLayout | None = None
     grid: tuple[int, int] | None = None
     vision_attention: torch.Tensor | None = None

@@ -113,7 +113,7 @@ class Pruner:
         hook(self._text_model.register_forward_hook(self._after_text_model, with_kwargs=True))
         for index, layer in enumerate(self._layers):
             hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
-        if self.method.needs & {"values", "attention"}:
+        if self.method.needs & {"values", "attention", "rater_attention"}:
             self._taps = [
                 AttentionTap(self._layers[cut.layer - 1].self_attn, self._capture) for cut in self._cut_at.values()
             ]
@@ -240,6 +240,8 @@ class Pruner:
             kwargs, state.injections = take_injections(
                 kwargs, self._arch.injections, state.visual_mask, len(self._layers)
             )
+        if "rater_attention" in self.method.needs:
+            state.input_embeds = embeds
         state.rope_positions = _rope_rows(kwargs.get("position_ids"), embeds.shape[0], embeds.shape[1], embeds.device)
         if state.layouts is None and self._rope.mrope_section is not None:
             # generate() encodes the images before prefill and drops `image_grid_thw` from the forward's kwargs, so
@@ -411,6 +413,7 @@ class Pruner:
         ]
         state.stage_kwargs = None
         state.injections = None
+        state.input_embeds = None
         for tap in self._taps:
             tap.armed = False
         ordinal = state.visual_mask.long().cumsum(dim=1) - 1
@@ -443,10 +446,12 @@ class Pruner:
         captured, n_heads = self._state.captured, query.shape[1]
         if "values" in self.method.needs:
             captured["values"] = expand_heads(value, n_heads)
-        if self.method.needs & {"attention", "cut_attention"}:
+        if self.method.needs & {"attention", "cut_attention", "rater_attention"}:
             captured["queries"] = query[:, :, -1:]
             captured["keys"] = expand_heads(key, n_heads)
             captured["scaling"] = torch.tensor(scaling)
+        if "rater_attention" in self.method.needs:  # every row's query: selection reads the rows after the image
+            captured["query_states"] = query
 
     def _attend_before_cut(self, layer: nn.Module, index: int, hidden: torch.Tensor, kwargs: dict) -> None:
         """The attention states of layer `index` itself on the tokens reaching it, before they are pruned: one extra

@@ -21,10 +21,12 @@ ImageFn = Callable[[Image.Image, PruneConfig], Image.Image]
 # What a method may ask the engine to capture for it (fields of SelectionContext).
 # "attention" is the attention of layer K-1, which runs on every token (FastV); "cut_attention" is layer K's own,
 # computed on the tokens reaching it before they are pruned (PyramidDrop's release); "normed_hidden_states" is the cut
-# layer's input through the decoder's final norm (DART compares tokens in that space). The "vision_*" inputs come
-# from one layer of the vision encoder (`vision_tap.py`; the method config's `vision_layer` chooses it).
+# layer's input through the decoder's final norm (DART compares tokens in that space); "rater_attention" is layer K-1's
+# attention from every prompt token after the last image, with the LLM's input embeddings of those tokens and of the
+# image (SparseVLM picks its text raters from the embeddings and ranks with their attention). The "vision_*" inputs
+# come from one layer of the vision encoder (`vision_tap.py`; the method config's `vision_layer` chooses it).
 INPUTS = frozenset({
-    "hidden_states", "values", "attention", "cut_attention", "normed_hidden_states",
+    "hidden_states", "values", "attention", "cut_attention", "normed_hidden_states", "rater_attention",
     "vision_attention", "vision_cls_attention", "vision_keys", "vision_features",
 })
 
@@ -38,7 +40,8 @@ class MethodSpec:
         config_cls (`type[PruneConfig]`): its settings.
         select (`SelectFn` or `None`): `(context, config) -> Selection`, pure; `None` for an input-side method.
         needs (`frozenset[str]`): which optional context fields the engine must fill (subset of `INPUTS`;
-            "attention" and "cut_attention" fill `queries`, `keys` and `scaling`).
+            "attention" and "cut_attention" fill `queries`, `keys` and `scaling`; "rater_attention" fills
+            `query_attention`, `image_embeds` and `query_embeds`).
         single_row (`bool`): the method cannot choose for each prompt of a batch on its own; the engine refuses
             batches of more than one prompt for it.
         change_image (`ImageFn` or `None`): set for a method that acts on the inputs, not inside the model: the

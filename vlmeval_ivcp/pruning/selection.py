@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .capture import rows_attention
 from .config import Cut, PruneConfig
 from .context import MergedTokens, RopeSpec, Selection, SelectionContext
 from .gather import gather_positions, pad_ragged
@@ -60,10 +61,14 @@ def select_cut(
             scaling=float(captured["scaling"]) if "scaling" in captured else None,
             seed=config.seed,
         )
+        if "rater_attention" in method.needs:
+            sample.update(_rater_inputs(state, captured, row, sample["query_index"], keep[row], real[row]))
         parts = []
         for image in range(int(image_of[row].max()) + 1):
             image_index = (image_of[row] == image).nonzero().flatten()
             layout = _intact_layout(state.layouts, row, image, image_index.numel())
+            if "rater_attention" in method.needs:
+                sample["image_embeds"] = _image_embeds(state, row, image, hidden.device)
             ctx = SelectionContext(
                 **_vision_fields(state, method, row, image, keep[row, image_index.to(keep.device)]),
                 n_keep=max(1, round(cut.ratio * image_index.numel())),
@@ -115,6 +120,22 @@ def _vision_fields(
         out["vision_cls_attention_heads"] = vision.cls_attention_heads
     out = {name: None if value is None else value.to(positions.device) for name, value in out.items()}
     return dict(out, vision_patches_per_token=vision.patches_per_token, vision_heads=vision.heads)
+def _rater_inputs(
+    state: PromptState, captured: dict, row: int, query_index: torch.Tensor, keep: torch.Tensor, real: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Layer K-1's attention from the rows after the last image (recomputed from its queries and keys, so any
+    attention backend serves) and the LLM's input embeddings of those rows: "rater_attention"."""
+    queries, keys = captured["query_states"][row], captured["keys"][row]
+    attention = rows_attention(queries, keys, float(captured["scaling"]), query_index, real)
+    embeds = state.input_embeds[row]
+    query_embeds = embeds[keep[query_index.to(keep.device)].to(embeds.device)]
+    return dict(query_attention=attention, query_embeds=query_embeds.to(keys.device))
+
+
+def _image_embeds(state: PromptState, row: int, image: int, device: torch.device) -> torch.Tensor:
+    """The LLM's input embeddings of every token of one image, as the prompt entered the LLM (before any cut)."""
+    embeds = state.input_embeds[row]
+    return embeds[(state.image_of[row] == image).to(embeds.device)].to(device)
 
 
 def _intact_layout(layouts: Layouts | None, row: int, image: int, n_tokens: int) -> ImageLayout | None:

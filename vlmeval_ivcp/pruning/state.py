@@ -70,6 +70,7 @@ class PromptState:
     stage_lives: list[torch.Tensor] = field(default_factory=list)  # `live` after each cut
     stage_kwargs: dict[str, Any] | None = None  # gathered layer kwargs of the current stage
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
+    input_embeds: torch.Tensor | None = None  # [B, S, D] the LLM's input, kept for methods reading "rater_attention"
     held: list[torch.Tensor] | None = None  # per layer, prompt positions its cache holds
     held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
     held_hidden: list[torch.Tensor | None] | None = None  # per layer, filler slots layer 0's mask does not hide

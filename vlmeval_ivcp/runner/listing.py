@@ -36,6 +36,8 @@ SUMMARIES = {
     "tokens, before the LLM",
     "prumerge_plus": "PruMerge+: outliers of the ViT [CLS] attention plus spatial samples, each absorbing its nearest "
     "pruned patches, before the LLM",
+    "sparsevlm": "SparseVLM v1, drop only: text raters' attention ranks the visual tokens at several layers, "
+    "rank-based counts",
     "uniform": "evenly spaced tokens over the patch grid (content-blind baseline)",
     "random": "a seeded uniformly random subset (content-blind baseline)",
 }

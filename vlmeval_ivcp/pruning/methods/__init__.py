@@ -2,5 +2,5 @@
 
 from . import (  # noqa: F401
     cdpruner, dart, divprune, downsample, fastv, holov, ivc_prune, keep_all, pdrop, prumerge_plus, random, resprune,
-    uniform, visionzip, vispruner,
+    sparsevlm, uniform, visionzip, vispruner,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 from itertools import pairwise
 
 from ..config import Cut, PruneConfig
@@ -30,8 +31,11 @@ class PDropConfig(PruneConfig):
     Stage `i` starts at `layers[i]` and keeps `stage_ratios[i]` of the visual tokens that reach it; `ratio` is the
     overall fraction kept after the last stage, the product of the stage ratios. Give either one (or both, if they
     agree): with `ratio` alone every stage keeps `ratio ** (1 / n_stages)`; with neither every stage keeps 0.5.
-    `layer` is the first cut and always equals `layers[0]`.
+    `layer` is the first cut and always equals `layers[0]`. Other multi-stage methods subclass it (`method_name`
+    names them in errors).
     """
+
+    method_name: ClassVar[str] = "pdrop"
 
     ratio: float | None = field(
         default=None,
@@ -61,10 +65,10 @@ class PDropConfig(PruneConfig):
             stage_ratios = stage_ratios or (DEFAULT_STAGE_RATIO,) * n_stages
             self.ratio = math.prod(stage_ratios)
         super().__post_init__()
-        require_llm_scope(self.scope, "pdrop")
+        require_llm_scope(self.scope, self.method_name)
         if self.layer != self.layers[0]:
             raise ValueError(
-                f"pdrop's layer is its first cut: expected layers[0] = {self.layers[0]}, got {self.layer}"
+                f"{self.method_name}'s layer is its first cut: expected layers[0] = {self.layers[0]}, got {self.layer}"
             )
         if stage_ratios is None:
             stage_ratios = (self.ratio ** (1.0 / n_stages),) * n_stages
