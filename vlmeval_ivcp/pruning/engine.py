@@ -28,7 +28,15 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from .arch import arch_for, get_submodule, model_rope_spec
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
-from .gather import decode_columns, gather_mask, gather_positions, gather_seq, hide_keys, position_in
+from .gather import (
+    compact_positions,
+    decode_columns,
+    gather_mask,
+    gather_positions,
+    gather_seq,
+    hide_keys,
+    position_in,
+)
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
 from .inject import take_injections
 from .layout import ImageLayout
@@ -63,6 +71,11 @@ class Pruner:
         self._text_model = get_submodule(model, arch.text_model)
         self._layers: nn.ModuleList = get_submodule(model, arch.layers)
         self._rope = model_rope_spec(model)
+        if config.positions == "compact" and self._rope.position_rows > 1:
+            raise ValueError(
+                f"positions='compact' renumbers 1D RoPE positions; {model.config.model_type} rotates by M-RoPE "
+                "(t, h, w rows), whose kept tokens keep their original positions: use positions='original'"
+            )
         self._image_token_id = int(getattr(model.config, arch.image_token_attr))
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
@@ -203,12 +216,27 @@ class Pruner:
         if kwargs.get("position_ids") is None:
             kwargs = dict(kwargs, position_ids=self._next_positions(state))
             return args, kwargs
+        if state.position_shift is not None:  # generate() counts on from the original numbering
+            return args, dict(kwargs, position_ids=self._compact_decode_positions(state, kwargs["position_ids"]))
         return None
+
+    def _compact_decode_positions(self, state: PromptState, given: torch.Tensor) -> torch.Tensor:
+        """The compact position ids of a decode step given in the original numbering (as generate() counts)."""
+        shift = state.position_shift.to(given.device).view(-1, 1)
+        expected = self._next_positions(state).to(given.device) + shift
+        if given.shape != expected.shape or not torch.equal(given, expected):
+            raise ValueError(
+                f"decode position ids {given.flatten().tolist()} do not continue the pruned prompt (expected "
+                f"{expected.flatten().tolist()} in the original numbering, which positions='compact' shifts)"
+            )
+        return given - shift
 
     def _next_positions(self, state: PromptState) -> torch.Tensor:
         """Original position ids of the next token, in the shape the model's forward takes."""
         assert state.rope_positions is not None
         nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
+        if state.position_shift is not None:
+            nxt = nxt - state.position_shift.to(nxt.device).view(1, -1, 1)
         return nxt if self._rope.position_rows > 1 else nxt[0]
 
     def _on_text_model(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -246,8 +274,19 @@ class Pruner:
         # An explicit all-ones mask keeps transformers from reading gaps in the positions as packed sequences.
         mask = torch.ones_like(rel) if mask is None else gather_seq(mask, rel)
         kwargs["attention_mask"] = mask.masked_fill(~state.live.to(mask.device), 0)  # a ragged batch's fillers
+        if self.config.positions == "compact":
+            kwargs["position_ids"] = self._compact(state, kwargs["position_ids"])
         state.base_keep, state.base_live = state.keep, state.live
         return args, kwargs
+
+    def _compact(self, state: PromptState, positions: torch.Tensor) -> torch.Tensor:
+        """The kept real tokens renumbered contiguously (the LLaVA releases' concatenation); notes how far the
+        numbering now lags the original one at the end of the prompt, where decoding continues."""
+        counted = torch.gather(state.real_mask.to(state.keep.device), 1, state.keep) & state.live
+        compact = compact_positions(positions, counted)
+        last = compact.masked_fill(~counted.to(compact.device), -1).amax(dim=1)
+        state.position_shift = state.rope_positions[0, :, -1].to(last.device) - last
+        return compact
 
     def _decode_text_kwargs(self, state: PromptState, kwargs: dict) -> dict:
         assert state.held is not None and state.rope_positions is not None

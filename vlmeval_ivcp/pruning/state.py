@@ -71,6 +71,7 @@ class PromptState:
     held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
     held_hidden: list[torch.Tensor | None] | None = None  # per layer, filler slots layer 0's mask does not hide
     generated: int = 0
+    position_shift: torch.Tensor | None = None  # [B] original minus compact position of the prompt's end
     injections: Injections | None = None  # the family's per-layer visual additions, until the prefill ends
 
 
