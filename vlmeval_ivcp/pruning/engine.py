@@ -1,8 +1,9 @@
 """The engine: applies a method's selection inside a stock transformers decoder through hooks.
 
 At prefill the visual tokens are scored at each cut, the kept set is chosen, and the later layers run on the kept
-tokens with their original position ids (RoPE tables, M-RoPE rows, masks are gathered, never renumbered). After
-prefill the KV caches follow the cache policy; decode steps continue at the original positions.
+tokens with their original position ids (RoPE tables, M-RoPE rows, masks are gathered, not renumbered; a before-LLM
+cut with `positions="compact"` renumbers 1D positions contiguously). After prefill the KV caches follow the cache
+policy; decode steps continue at the original (or compact) positions.
 
 Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 - multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
