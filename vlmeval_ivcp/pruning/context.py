@@ -67,6 +67,10 @@ class SelectionContext:
             model says so and every token of the image is still alive.
         grid (`tuple[int, int]` or `None`): (rows, cols) of the visual tokens, when they form one grid.
         seed (`int`): seed for methods that draw at random.
+        question_text (`str` or `None`): the sample's question alone (no chat template), when the method asks for
+            it and the harness gave it (`Pruner.set_question_texts`).
+        question_embeds (`Tensor [Q, D]` or `None`): the LLM input embeddings of that question's tokens (tokenised
+            alone by the model's tokenizer, no special tokens), with `question_text`.
     """
 
     n_keep: int
@@ -85,6 +89,8 @@ class SelectionContext:
     layout: ImageLayout | None = None
     grid: tuple[int, int] | None = None
     seed: int = 0
+    question_text: str | None = None
+    question_embeds: torch.Tensor | None = None
 
     @property
     def n_visual(self) -> int:

@@ -41,6 +41,7 @@ from .gather import (
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
 from .inject import take_injections
 from .layout import ImageLayout
+from .question import Tokenizer, check_question_texts, question_embeddings
 from .registry import MethodSpec, get_method, make_config, method_of_config
 from .selection import select_cut
 from .state import PrefillRecord, PromptState, clock
@@ -82,6 +83,7 @@ class Pruner:
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
         self._state: PromptState | None = None
         self._pending_layouts: Sequence[Sequence[ImageLayout]] | None = None
+        self._pending_questions: tuple[Sequence[str], Tokenizer] | None = None
         self._taps: list[AttentionTap] = []
         self._cut_taps: dict[int, AttentionTap] = {}
         self.last: PrefillRecord | None = None
@@ -146,6 +148,14 @@ class Pruner:
         do not carry them (InternVL's tiles, DeepSeek-VL2's views); layout-aware methods read them. Used once."""
         self._pending_layouts = layouts
 
+    def set_question_texts(self, texts: Sequence[str] | None, tokenizer: Tokenizer | None = None) -> None:
+        """Give the question of each prompt of the next prefill (the benchmark's question alone, no chat template)
+        and the model's tokenizer; methods that need `question_text` read it and its tokens' input embeddings
+        (`question.py`). Used once; ignored by the other methods."""
+        if texts is not None and tokenizer is None:
+            raise ValueError("set_question_texts needs the model's tokenizer with the texts (to embed their tokens)")
+        self._pending_questions = None if texts is None else (texts, tokenizer)
+
     def __enter__(self) -> Pruner:
         return self
 
@@ -189,6 +199,7 @@ class Pruner:
         )
         record = PrefillRecord(counts, layouts=layouts)
         self._state = PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, record)
+        self._take_questions(self._state, len(counts))
         for tap in self._taps:
             tap.armed = True
         return None
@@ -200,6 +211,17 @@ class Pruner:
             return check_layouts(pending, counts)
         flat = self._arch.layouts(kwargs, self.model.config) if self._arch.layouts is not None else None
         return split_layouts(flat, counts) if flat is not None else None
+
+    def _take_questions(self, state: PromptState, batch: int) -> None:
+        """The questions given for this prefill, embedded when the method reads them (counted as selection time)."""
+        pending, self._pending_questions = self._pending_questions, None
+        if pending is None or "question_text" not in self.method.needs:
+            return
+        texts = check_question_texts(pending[0], batch)
+        embedding = self.model.get_input_embeddings()
+        start = clock(embedding.weight)
+        state.questions = list(zip(texts, question_embeddings(texts, pending[1], embedding), strict=True))
+        state.record.select_seconds += clock(embedding.weight) - start
 
     def _check_decode(self, cache: Any, input_ids: torch.Tensor | None, args: tuple, kwargs: dict):
         state = self._state

@@ -72,6 +72,7 @@ class PromptState:
     held_hidden: list[torch.Tensor | None] | None = None  # per layer, filler slots layer 0's mask does not hide
     generated: int = 0
     position_shift: torch.Tensor | None = None  # [B] original minus compact position of the prompt's end
+    questions: list[tuple[str, torch.Tensor]] | None = None  # per prompt, its question and its tokens' embeddings
     injections: Injections | None = None  # the family's per-layer visual additions, until the prefill ends
 
 

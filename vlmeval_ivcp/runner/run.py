@@ -131,7 +131,10 @@ def infer_dataset(
         rows = [indices[pending[item]] for item in batch]
         started = time.perf_counter()
         with row_context(dataset, rows[0] if len(rows) == 1 else rows):
-            predictions = wrapper.generate_batch([messages[item] for item in batch], dataset=dataset.name)
+            predictions = wrapper.generate_batch(
+                [messages[item] for item in batch], dataset=dataset.name,
+                questions=[dataset.question_text(pending[item]) for item in batch],
+            )
         # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
         # extrapolates from. A kill loses at most the batch in flight.
         seconds = (time.perf_counter() - started) / len(batch)
