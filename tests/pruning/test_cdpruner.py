@@ -10,6 +10,8 @@ from support.reference import recording_pruner
 from support.tiny import FAMILIES, ragged_inputs, tiny_wrapper
 
 from vlmeval_ivcp import prune
+from vlmeval_ivcp.datasets.demo import write_demo_mcq
+from vlmeval_ivcp.datasets.registry import build_dataset
 from vlmeval_ivcp.pruning.methods.cdpruner import (
     CDPrunerConfig,
     cdpruner_select,
@@ -157,3 +159,27 @@ def test_set_question_texts_checks_its_input():
         pruner.set_question_texts(QUESTIONS[:1], wrapper.processor.tokenizer)
         with pytest.raises(ValueError, match="one string per prompt of the batch \\(2\\)"):
             wrapper.model(**inputs)
+
+
+def test_the_wrapper_hands_each_row_its_question(tmp_path):
+    wrapper = tiny_wrapper(family="llava")
+    dataset = build_dataset("DemoMCQ", write_demo_mcq(tmp_path).parent)
+    messages = [dataset.message(position) for position in range(3)]
+    questions = [dataset.question_text(position) for position in range(3)]
+    texts = ["\n".join(item["value"] for item in message if item["type"] == "text") for message in messages]
+    budget, wrapper.max_new_tokens = wrapper.max_new_tokens, 1
+    wrapper.set_method("cdpruner", ratio=0.5)
+    try:
+        kept = {}
+        for name, given in (("questions", questions), ("texts", texts), ("default", None)):
+            wrapper.generate_batch(messages, dataset.name, questions=given)
+            kept[name] = [row.kept_visual for row in wrapper.batch_stats]
+        alone = []
+        for message, question in zip(messages, questions, strict=True):
+            wrapper.generate_batch([message], dataset.name, questions=[question])
+            alone.append(wrapper.batch_stats[0].kept_visual)
+    finally:
+        wrapper.set_method("none")
+        wrapper.max_new_tokens = budget
+    assert kept["questions"] == alone  # each row reads its own question in a batch
+    assert kept["default"] == kept["texts"]  # without questions, each message's text
