@@ -255,7 +255,8 @@ class Pruner:
         return given - shift
 
     def _next_positions(self, state: PromptState) -> torch.Tensor:
-        """Original position ids of the next token, in the shape the model's forward takes."""
+        """Position ids of the next token (original, or compact under `positions="compact"`), in the shape the
+        model's forward takes."""
         assert state.rope_positions is not None
         nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
         if state.position_shift is not None:
