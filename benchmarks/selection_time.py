@@ -303,7 +303,8 @@ def method_options(layers: int, ratio: float) -> dict[str, dict[str, Any]]:
         "divprune": dict(ratio=ratio),
         "uniform": dict(ratio=ratio),
         "dart": dict(ratio=ratio, layer=middle),
-        "cdpruner": dict(ratio=ratio),
+        # The synthetic prompt has no question text: relevance to its 24 tokens after the picture costs the same.
+        "cdpruner": dict(ratio=ratio, instruction="prompt_tail"),
         "vispruner": dict(ratio=ratio),
         "holov": dict(ratio=ratio),
         "visionzip": dict(ratio=ratio),

@@ -6,7 +6,8 @@ Reads every `<results>/<model>/<run>/run.json` with the `<model>_<dataset>_score
 files beside it, and writes to `--out` (default `<results>/tables`):
 
 - `results.md`, `results.tex`, `results.csv`: one row per model × method × ratio × layer (the unpruned `none` run
-  first), one column per benchmark's headline score in percent (HallusionBench also with its aAcc, fAcc and qAcc),
+  first; a run with renumbered positions, `positions: compact`, is the method named with the suffix
+  `(compact positions)`), one column per benchmark's headline score in percent (HallusionBench also with its aAcc, fAcc and qAcc),
   then `Avg`, `Rel. (%)` (the average relative to the same model's `none` run), `loyalty (%)` (agreement with the
   unpruned answers, mean over the benchmarks) and, when the predictions record them, the mean kept visual tokens per
   row, `kept (%)` (kept of the full-resolution visual tokens: a `downsample` run's achieved share beside its
@@ -114,6 +115,8 @@ def read_run(run_json: Path) -> RunResult:
         model, method, options = info["model"], info["method"], info.get("options", {})
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{run_json}: not a run.json written by run.py ({error!r})") from None
+    if options.get("positions", "original") != "original":  # the same method and budget, other position ids
+        method = f"{method} ({options['positions']} positions)"
     result = RunResult(model, method, options.get("ratio"), options.get("layer"))
     prefix = f"{model}_"
     loyalties = []

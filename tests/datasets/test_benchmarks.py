@@ -102,6 +102,14 @@ def test_prompt_snapshot_and_message(name, tmp_path):
         assert picture.size[0] in (28, 32, 40, 56)
 
 
+@pytest.mark.parametrize("name", ["TextVQA_VAL", "MME", "OCRBench"])
+def test_the_question_alone_is_the_question_cell_without_the_answer_format_suffix(name, tmp_path):
+    dataset = _dataset(name, tmp_path)
+    position, text = PROMPTS[name]
+    question = str(dataset.data.iloc[position]["question"])
+    assert dataset.question_text(position) == question and text.startswith(question)
+
+
 def test_mme_rows_of_one_picture_share_its_file(tmp_path):
     dataset = _dataset("MME", tmp_path)
     assert dataset.image_paths(0) == dataset.image_paths(1) == [str(tmp_path / "images/MME/existence/1.png")]

@@ -57,6 +57,20 @@ def test_prompt_is_vlmevalkits_with_hint_options_and_instruction(tmp_path):
     )
 
 
+def test_the_question_alone_holds_hint_question_and_options_without_the_instruction(tmp_path):
+    write_mcq(
+        tmp_path,
+        "ScienceQA_TEST",
+        [{"index": 0, "hint": "Look at the map.", "question": "Which state is shown?", "A": "Ohio", "B": "Utah",
+          "C": None, "answer": "B"},
+         {"index": 1, "hint": None, "question": "Which is a mammal?", "A": "cat", "B": "trout", "C": "owl",
+          "answer": "A"}],
+    )  # fmt: skip
+    dataset = build_dataset("ScienceQA_TEST", tmp_path)
+    assert dataset.question_text(0) == "Look at the map.\nWhich state is shown?\nA. Ohio\nB. Utah"
+    assert dataset.question_text(1) == "Which is a mammal?\nA. cat\nB. trout\nC. owl"
+
+
 def test_a_question_without_options_is_asked_alone(tmp_path):
     # VLMEvalKit shows "Options:" and the instruction only when the row has options (MMMU's open questions do not).
     write_mcq(tmp_path, "MMMU_DEV_VAL", MMMU_ROWS)

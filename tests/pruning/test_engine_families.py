@@ -96,11 +96,14 @@ def test_keeping_everything_is_the_unpruned_model(family, attention, options):
 def test_pruned_runs_equal_the_masked_reference(family, attention, batch, options):
     """Methods that merge tokens (`Selection.merged`) are checked against the reference fed their merged vectors."""
     model, inputs, layouts = _setup(family, attention, batch)
+    tokenizer = tiny_wrapper(attention, family=family).processor.tokenizer
     with prune(model, ratio=0.5, **options) as pruner:
         pruner.set_image_layouts(layouts)
+        pruner.set_question_texts(QUESTIONS[batch], tokenizer)  # read by cdpruner, ignored by the others
         out = greedy_generate(model, inputs, NEW_TOKENS)
         kept_by_generate = pruner.last.kept
         pruner.set_image_layouts(layouts)
+        pruner.set_question_texts(QUESTIONS[batch], tokenizer)
         prefill = _forward(model, inputs, **_prefill_positions(model, inputs))
     assert all(torch.equal(a, b) for a, b in zip(kept_by_generate, pruner.last.kept, strict=True))
     image_id = model.config.image_token_id

@@ -33,7 +33,11 @@ QUESTIONS = ["What?", "Colour of it?", "Is there a cat here?"]
 SIZES = [[(112, 112)], [(112, 112), (56, 56)], [(56, 56)]]  # per row: one picture per size
 NEW_TOKENS = 2
 # Options that fit the tiny checkpoints (4 decoder layers); any other method keeps half, in-LLM ones at layer 2.
-OPTIONS = {"pdrop": dict(layers=(1, 2, 3)), "sparsevlm": dict(layers=(1, 2, 3)), "none": {}}
+# CDPruner's relevance reads the prompt here (no question is given; tests/pruning/test_cdpruner.py gives them).
+OPTIONS = {
+    "pdrop": dict(layers=(1, 2, 3)), "sparsevlm": dict(layers=(1, 2, 3)), "none": {},
+    "cdpruner": dict(ratio=0.5, instruction="prompt_tail"),
+}
 MULTI_CUT = {"pdrop", "sparsevlm"}
 
 

@@ -36,7 +36,7 @@ NEW_TOKENS = 3
 BEFORE_LLM = {
     "resprune": dict(ratio=0.25),
     "divprune": dict(ratio=0.25),
-    "cdpruner": dict(ratio=0.25),
+    "cdpruner": dict(ratio=0.25, instruction="prompt_tail"),  # no question given here (test_cdpruner.py gives it)
     "uniform": dict(ratio=0.25),
     "random": dict(ratio=0.25, scope="before_llm", layer=0, seed=2),
     "vispruner": dict(ratio=0.25),

@@ -65,6 +65,16 @@ def test_the_table_holds_percent_scores_average_and_relative_to_unpruned(results
     assert pd.isna(quarter["kept tokens"]), "no predictions file: no efficiency numbers"
 
 
+def test_a_run_with_compact_positions_is_its_own_row_named_so(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "cdpruner_r0.5_k0", "cdpruner", {"ratio": 0.5, "layer": 0}, {"MMStar": {"overall": 0.5}})
+    write_run(root, "cdpruner_r0.5_k0_positionscompact", "cdpruner", {"ratio": 0.5, "layer": 0, "positions": "compact"},
+              {"MMStar": {"overall": 0.55}})
+    table = make_tables.build_table(make_tables.collect_runs(root))
+    assert list(table["method"]) == ["cdpruner", "cdpruner (compact positions)"]
+    assert list(table["MMStar"]) == pytest.approx([50.0, 55.0])
+
+
 def test_hallusionbench_prints_aacc_facc_qacc_beside_its_summary(tmp_path):
     # VLMEvalKit reports HallusionBench as aAcc, fAcc and qAcc; `overall` (their mean) is this project's summary.
     report = {"overall": 0.6, "aAcc": 0.75, "fAcc": 0.5, "qAcc": 0.55}

@@ -50,6 +50,12 @@ class ImageDataset(ABC):
             return images + model.prompt_text(row, self.name)
         return images + self.build_prompt(row)
 
+    def question_text(self, position: int) -> str:
+        """The row's question alone, without the benchmark's answer-format instruction or the chat template: what
+        the pruning releases that read the question give their text encoder (CDPruner passes LLaVA's `line["text"]`
+        without its answer-format suffix)."""
+        return str(self.data.iloc[position]["question"])
+
     @abstractmethod
     def build_prompt(self, row: pd.Series) -> Message:
         """The text part of the message for one row (images come first, added by `message`)."""

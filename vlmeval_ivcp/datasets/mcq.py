@@ -52,6 +52,15 @@ class MCQDataset(ImageDataset):
     )
     REQUIRED_COLUMNS = ("index", "question", "A", "B")
 
+    def question_text(self, position: int) -> str:
+        """Hint, question and options, one per line, without the answer-format line (CDPruner's MMBench loader,
+        `model_vqa_mmbench.py`, passes this text)."""
+        row = self.data.iloc[position]
+        lines = [str(row["hint"])] if "hint" in row and present(row["hint"]) else []
+        lines.append(str(row["question"]))
+        lines += [f"{letter}. {text}" for letter, text in options_from_row(row).items()]
+        return "\n".join(lines)
+
     def build_prompt(self, row: pd.Series) -> Message:
         options = options_from_row(row)
         prompt = ""

@@ -365,14 +365,22 @@ class PrunedVLM(ABC):
         return self.generate_batch([message], dataset)[0]
 
     @torch.inference_mode()
-    def generate_batch(self, messages: list[Message], dataset: str | None = None) -> list[str]:
+    def generate_batch(
+        self, messages: list[Message], dataset: str | None = None, questions: list[str] | None = None
+    ) -> list[str]:
         """Answer several messages greedily in one left-padded batch; `batch_stats` holds each row's costs (and
-        `stats` the first row's). Rows may keep different numbers of tokens (docs/engine.md, ragged batches)."""
+        `stats` the first row's). Rows may keep different numbers of tokens (docs/engine.md, ragged batches).
+
+        `questions`: each row's question alone (the harness gives the benchmark's raw question), for methods that
+        measure relevance to it (CDPruner); by default each message's text."""
         inputs = self.build_batch_inputs(messages, dataset)
         layouts = inputs.pop("image_layouts", None)
         full_visual = inputs.pop("full_visual_tokens", None)
         if self.pruner is not None:
             self.pruner.set_image_layouts(layouts)
+            if questions is None:
+                questions = ["\n".join(split_message(message)[1]) for message in messages]
+            self.pruner.set_question_texts(questions, self.processor.tokenizer)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         prompt_len = inputs["input_ids"].shape[1]
         row_lengths = inputs["attention_mask"].sum(dim=1).tolist()

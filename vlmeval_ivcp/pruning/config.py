@@ -7,6 +7,7 @@ from typing import Any
 
 SCOPES = ("llm", "before_llm")
 CACHE_POLICIES = ("all", "after")
+POSITIONS = ("original", "compact")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class PruneConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of methods that draw at random"})
+    positions: str = field(
+        default="original",
+        metadata={
+            "help": "'original': kept tokens keep their position ids; 'compact' (before-LLM cuts, 1D RoPE): the "
+            "kept tokens are renumbered 0..n-1, as the LLaVA releases that concatenate the kept embeddings"
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
@@ -54,6 +62,13 @@ class PruneConfig:
             raise ValueError(f"an in-LLM selection needs layer >= 1 (layer K-1 is read), got layer={self.layer}")
         if self.cache_policy not in CACHE_POLICIES:
             raise ValueError(f"cache_policy must be one of {CACHE_POLICIES}, got {self.cache_policy!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions == "compact" and self.scope != "before_llm":
+            raise ValueError(
+                "positions='compact' renumbers the tokens a before-LLM cut keeps (scope='before_llm'); an in-LLM cut "
+                f"keeps original positions (layers before K cached every token at them), got scope={self.scope!r}"
+            )
 
     def cuts(self) -> list[Cut]:
         """The stages of this method, in layer order. Multi-stage methods override this."""

@@ -87,6 +87,10 @@ class SelectionContext:
         vision_heads (`int` or `None`): H, the heads of the scored encoder layer (for head means of `vision_keys`;
             None when no attention state was read), given with any vision need.
         seed (`int`): seed for methods that draw at random.
+        question_text (`str` or `None`): the sample's question alone (no chat template), when the method asks for
+            it and the harness gave it (`Pruner.set_question_texts`).
+        question_embeds (`Tensor [Q, D]` or `None`): the LLM input embeddings of that question's tokens (tokenised
+            alone by the model's tokenizer, no special tokens), with `question_text`.
     """
 
     n_keep: int
@@ -115,6 +119,8 @@ class SelectionContext:
     vision_patches_per_token: int | None = None
     vision_heads: int | None = None
     seed: int = 0
+    question_text: str | None = None
+    question_embeds: torch.Tensor | None = None
 
     @property
     def n_visual(self) -> int:

@@ -1,8 +1,9 @@
 """The engine: applies a method's selection inside a stock transformers decoder through hooks.
 
 At prefill the visual tokens are scored at each cut, the kept set is chosen, and the later layers run on the kept
-tokens with their original position ids (RoPE tables, M-RoPE rows, masks are gathered, never renumbered). After
-prefill the KV caches follow the cache policy; decode steps continue at the original positions.
+tokens with their original position ids (RoPE tables, M-RoPE rows, masks are gathered, not renumbered; a before-LLM
+cut with `positions="compact"` renumbers 1D positions contiguously). After prefill the KV caches follow the cache
+policy; decode steps continue at the original (or compact) positions.
 
 Hooks (all `with_kwargs=True`, all removed by `Pruner.remove`):
 - multimodal pre-hook: at prefill records the prompt (image tokens, padding); at decode checks that the cache
@@ -28,11 +29,20 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from .arch import arch_for, get_submodule, model_rope_spec, projector_of
 from .capture import AttentionTap, expand_heads
 from .config import Cut, PruneConfig
-from .gather import decode_columns, gather_mask, gather_positions, gather_seq, hide_keys, position_in
+from .gather import (
+    compact_positions,
+    decode_columns,
+    gather_mask,
+    gather_positions,
+    gather_seq,
+    hide_keys,
+    position_in,
+)
 from .images import Layouts, check_layouts, image_ordinals, layouts_from_positions, split_layouts
 from .inject import take_injections
 from .layout import ImageLayout
 from .merge import write_merged
+from .question import Tokenizer, check_question_texts, question_embeddings
 from .registry import MethodSpec, get_method, make_config, method_of_config
 from .selection import select_cut
 from .state import PrefillRecord, PromptState, clock
@@ -71,11 +81,17 @@ class Pruner:
         self._layers: nn.ModuleList = get_submodule(model, arch.layers)
         self._rope = model_rope_spec(model)
         self._projector = projector_of(model)  # for merged tokens given as projector inputs
+        if config.positions == "compact" and self._rope.position_rows > 1:
+            raise ValueError(
+                f"positions='compact' renumbers 1D RoPE positions; {model.config.model_type} rotates by M-RoPE "
+                "(t, h, w rows), whose kept tokens keep their original positions: use positions='original'"
+            )
         self._image_token_id = int(getattr(model.config, arch.image_token_attr))
         self._cuts = self._check_cuts(config.cuts(), len(self._layers))
         self._cut_at = {cut.layer: cut for cut in self._cuts if cut.layer > 0}
         self._state: PromptState | None = None
         self._pending_layouts: Sequence[Sequence[ImageLayout]] | None = None
+        self._pending_questions: tuple[Sequence[str], Tokenizer] | None = None
         self._taps: list[AttentionTap] = []
         self._cut_taps: dict[int, AttentionTap] = {}
         self._vision: VisionTap | None = None
@@ -149,6 +165,14 @@ class Pruner:
         do not carry them (InternVL's tiles, DeepSeek-VL2's views); layout-aware methods read them. Used once."""
         self._pending_layouts = layouts
 
+    def set_question_texts(self, texts: Sequence[str] | None, tokenizer: Tokenizer | None = None) -> None:
+        """Give the question of each prompt of the next prefill (the benchmark's question alone, no chat template)
+        and the model's tokenizer; methods that need `question_text` read it and its tokens' input embeddings
+        (`question.py`). Used once; ignored by the other methods."""
+        if texts is not None and tokenizer is None:
+            raise ValueError("set_question_texts needs the model's tokenizer with the texts (to embed their tokens)")
+        self._pending_questions = None if texts is None else (texts, tokenizer)
+
     def __enter__(self) -> Pruner:
         return self
 
@@ -192,6 +216,7 @@ class Pruner:
         )
         record = PrefillRecord(counts, layouts=layouts)
         self._state = PromptState(input_ids.shape[1], visual_mask, real, image_of, layouts, record)
+        self._take_questions(self._state, len(counts))
         for tap in self._taps:
             tap.armed = True
         return None
@@ -203,6 +228,17 @@ class Pruner:
             return check_layouts(pending, counts)
         flat = self._arch.layouts(kwargs, self.model.config) if self._arch.layouts is not None else None
         return split_layouts(flat, counts) if flat is not None else None
+
+    def _take_questions(self, state: PromptState, batch: int) -> None:
+        """The questions given for this prefill, embedded when the method reads them (counted as selection time)."""
+        pending, self._pending_questions = self._pending_questions, None
+        if pending is None or "question_text" not in self.method.needs:
+            return
+        texts = check_question_texts(pending[0], batch)
+        embedding = self.model.get_input_embeddings()
+        start = clock(embedding.weight)
+        state.questions = list(zip(texts, question_embeddings(texts, pending[1], embedding), strict=True))
+        state.record.select_seconds += clock(embedding.weight) - start
 
     def _check_decode(self, cache: Any, input_ids: torch.Tensor | None, args: tuple, kwargs: dict):
         state = self._state
@@ -220,12 +256,28 @@ class Pruner:
         if kwargs.get("position_ids") is None:
             kwargs = dict(kwargs, position_ids=self._next_positions(state))
             return args, kwargs
+        if state.position_shift is not None:  # generate() counts on from the original numbering
+            return args, dict(kwargs, position_ids=self._compact_decode_positions(state, kwargs["position_ids"]))
         return None
 
+    def _compact_decode_positions(self, state: PromptState, given: torch.Tensor) -> torch.Tensor:
+        """The compact position ids of a decode step given in the original numbering (as generate() counts)."""
+        shift = state.position_shift.to(given.device).view(-1, 1)
+        expected = self._next_positions(state).to(given.device) + shift
+        if given.shape != expected.shape or not torch.equal(given, expected):
+            raise ValueError(
+                f"decode position ids {given.flatten().tolist()} do not continue the pruned prompt (expected "
+                f"{expected.flatten().tolist()} in the original numbering, which positions='compact' shifts)"
+            )
+        return given - shift
+
     def _next_positions(self, state: PromptState) -> torch.Tensor:
-        """Original position ids of the next token, in the shape the model's forward takes."""
+        """Position ids of the next token (original, or compact under `positions="compact"`), in the shape the
+        model's forward takes."""
         assert state.rope_positions is not None
         nxt = state.rope_positions[:, :, -1:] + 1 + state.generated  # [A, B, 1]
+        if state.position_shift is not None:
+            nxt = nxt - state.position_shift.to(nxt.device).view(1, -1, 1)
         return nxt if self._rope.position_rows > 1 else nxt[0]
 
     def _on_text_model(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -269,8 +321,19 @@ class Pruner:
         # An explicit all-ones mask keeps transformers from reading gaps in the positions as packed sequences.
         mask = torch.ones_like(rel) if mask is None else gather_seq(mask, rel)
         kwargs["attention_mask"] = mask.masked_fill(~state.live.to(mask.device), 0)  # a ragged batch's fillers
+        if self.config.positions == "compact":
+            kwargs["position_ids"] = self._compact(state, kwargs["position_ids"])
         state.base_keep, state.base_live = state.keep, state.live
         return args, kwargs
+
+    def _compact(self, state: PromptState, positions: torch.Tensor) -> torch.Tensor:
+        """The kept real tokens renumbered contiguously (the LLaVA releases' concatenation); notes how far the
+        numbering now lags the original one at the end of the prompt, where decoding continues."""
+        counted = torch.gather(state.real_mask.to(state.keep.device), 1, state.keep) & state.live
+        compact = compact_positions(positions, counted)
+        last = compact.masked_fill(~counted.to(compact.device), -1).amax(dim=1)
+        state.position_shift = state.rope_positions[0, :, -1].to(last.device) - last
+        return compact
 
     def _decode_text_kwargs(self, state: PromptState, kwargs: dict) -> dict:
         assert state.held is not None and state.rope_positions is not None

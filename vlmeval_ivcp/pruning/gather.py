@@ -33,6 +33,24 @@ def gather_positions(position_ids: torch.Tensor, keep: torch.Tensor) -> torch.Te
     return torch.stack([gather_seq(rows, keep, dim=1) for rows in position_ids])
 
 
+def compact_positions(position_ids: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """1D position ids renumbered contiguously over the counted slots: what a model fed only those tokens uses.
+
+    The counted slots of a row get consecutive positions from the position of its first counted slot (0 under
+    generate(), whose left padding does not count); the other slots (left padding, a ragged batch's fillers) keep
+    theirs, which no query reads (they are masked).
+
+    Args:
+        position_ids (`LongTensor [B, n]`): gathered original position ids.
+        counted (`BoolTensor [B, n]`): the real tokens kept (neither padding nor fillers); at least one per row.
+    Returns:
+        `LongTensor [B, n]`.
+    """
+    counted = counted.to(position_ids.device)
+    first = torch.gather(position_ids, 1, counted.long().argmax(dim=1, keepdim=True))
+    return torch.where(counted, first + counted.long().cumsum(dim=1) - 1, position_ids)
+
+
 def gather_mask(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
     """Restrict an attention mask to kept query rows and key columns.
 

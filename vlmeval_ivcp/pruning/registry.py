@@ -23,11 +23,13 @@ ImageFn = Callable[[Image.Image, PruneConfig], Image.Image]
 # computed on the tokens reaching it before they are pruned (PyramidDrop's release); "normed_hidden_states" is the cut
 # layer's input through the decoder's final norm (DART compares tokens in that space); "rater_attention" is layer K-1's
 # attention from every prompt token after the last image, with the LLM's input embeddings of those tokens and of the
-# image (SparseVLM picks its text raters from the embeddings and ranks with their attention). The "vision_*" inputs
-# come from one layer of the vision encoder (`vision_tap.py`; the method config's `vision_layer` chooses it).
+# image (SparseVLM picks its text raters from the embeddings and ranks with their attention); "question_text" is the
+# sample's question alone, given by the harness, with its tokens' input embeddings (CDPruner's relevance). The
+# "vision_*" inputs come from one layer of the vision encoder (`vision_tap.py`; the method config's `vision_layer`
+# chooses it).
 INPUTS = frozenset({
     "hidden_states", "values", "attention", "cut_attention", "normed_hidden_states", "rater_attention",
-    "vision_attention", "vision_cls_attention", "vision_keys", "vision_features",
+    "question_text", "vision_attention", "vision_cls_attention", "vision_keys", "vision_features",
 })
 
 

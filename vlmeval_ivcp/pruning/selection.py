@@ -60,6 +60,8 @@ def select_cut(
             keys=captured["keys"][row] if "keys" in captured else None,
             scaling=float(captured["scaling"]) if "scaling" in captured else None,
             seed=config.seed,
+            question_text=state.questions[row][0] if state.questions is not None else None,
+            question_embeds=state.questions[row][1].to(hidden.device) if state.questions is not None else None,
         )
         if "rater_attention" in method.needs:
             sample.update(_rater_inputs(state, captured, row, sample["query_index"], keep[row], real[row]))

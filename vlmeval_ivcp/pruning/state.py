@@ -75,6 +75,8 @@ class PromptState:
     held_in_first: list[torch.Tensor | None] | None = None  # per layer, its held set inside layer 0's (None: same)
     held_hidden: list[torch.Tensor | None] | None = None  # per layer, filler slots layer 0's mask does not hide
     generated: int = 0
+    position_shift: torch.Tensor | None = None  # [B] original minus compact position of the prompt's end
+    questions: list[tuple[str, torch.Tensor]] | None = None  # per prompt, its question and its tokens' embeddings
     injections: Injections | None = None  # the family's per-layer visual additions, until the prefill ends
     merges: list[Any] = field(default_factory=list)  # the current cut's `merge.RowMerge`s, until written
     vision: list[list[VisionInputs]] | None = None  # per sample, per image: the vision-tower tap's values

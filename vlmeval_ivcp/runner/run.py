@@ -133,7 +133,8 @@ def infer_dataset(
     progress = tqdm(total=len(pending), desc=desc, unit="row", disable=not pending or not ranks.is_main)
     for batch in group_rows(pending, messages, batch_size):
         rows = [indices[pending[item]] for item in batch]
-        answer_batch(wrapper, dataset, [messages[item] for item in batch], rows, store, fields)
+        questions = [dataset.question_text(pending[item]) for item in batch]
+        answer_batch(wrapper, dataset, [messages[item] for item in batch], rows, store, fields, questions)
         progress.update(len(batch))
     progress.close()
     ranks.barrier()  # every shard is complete before rank 0 merges them
@@ -142,15 +143,16 @@ def infer_dataset(
 
 def answer_batch(
     wrapper: Any, dataset: Any, messages: list, rows: list, store: PredictionStore,
-    fields: Callable[[Any], dict[str, Any]] = lambda index: {},
+    fields: Callable[[Any], dict[str, Any]] = lambda index: {}, questions: list[str] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The harness's step (which benchmarks/throughput.py times): answers the `messages` of dataset rows `rows` in
-    one `generate_batch` and stores them, with `fields(index)` added to each record, in one disk sync. A kill loses
-    at most this batch. Returns the answers and their `GenerationStats`.
+    one `generate_batch` (with each row's question alone, for methods that read it) and stores them, with
+    `fields(index)` added to each record, in one disk sync. A kill loses at most this batch. Returns the answers and
+    their `GenerationStats`.
     """
     started = time.perf_counter()
     with row_context(dataset, rows[0] if len(rows) == 1 else rows):
-        predictions = wrapper.generate_batch(messages, dataset=dataset.name)
+        predictions = wrapper.generate_batch(messages, dataset=dataset.name, questions=questions)
     # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
     # extrapolates from.
     seconds = (time.perf_counter() - started) / len(rows)

@@ -22,6 +22,9 @@ from ..registry import register_method
 # The release divides by sqrt(d2[j]); a pick with no residual left (a duplicate, or more picks than the rank) would
 # give NaN there, so its residual is floored at this value.
 _MIN_RESIDUAL = 1e-12
+# What relevance is measured against: the question's own tokens (the release passes the raw question to its text
+# encoder), or every prompt token after the last image (question, answer-format line and chat-template tail).
+INSTRUCTIONS = ("question", "prompt_tail")
 
 
 @dataclass
@@ -38,10 +41,25 @@ class CDPrunerConfig(PruneConfig):
         },
     )
 
+    instruction: str = field(
+        default="question",
+        metadata={
+            "help": "'question': relevance to the question's own tokens, given by the harness (the release's input); "
+            "'prompt_tail': to every prompt token after the last image (for callers that give no question)"
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.negate_relevance, bool):
             raise TypeError(f"negate_relevance must be a bool, got {self.negate_relevance!r}")
+        if self.instruction not in INSTRUCTIONS:
+            raise ValueError(f"instruction must be one of {INSTRUCTIONS}, got {self.instruction!r}")
+        if self.instruction == "question" and self.scope != "before_llm":
+            raise ValueError(
+                "instruction='question' embeds the question in the LLM's input space, where a before-LLM cut reads the "
+                "visual tokens: use scope='before_llm', or instruction='prompt_tail' to cut inside the LLM"
+            )
 
 
 def instruction_relevance(visual: torch.Tensor, text: torch.Tensor, negate: bool = False) -> torch.Tensor:
@@ -99,17 +117,37 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
     return order
 
 
-@register_method("cdpruner", CDPrunerConfig, needs=("hidden_states",))
+def instruction_embeddings(ctx: SelectionContext, instruction: str) -> torch.Tensor:
+    """The embeddings relevance is measured against: the question's tokens (`ctx.question_embeds`) or the prompt
+    rows after the last image (`ctx.hidden_states[ctx.query_index]`).
+
+    Raises:
+        ValueError: `instruction="question"` and no question was given for this prompt.
+    """
+    if instruction == "prompt_tail":
+        return ctx.hidden_states[ctx.query_index]
+    if ctx.question_embeds is None:
+        raise ValueError(
+            "cdpruner (instruction='question') needs each prompt's question: call "
+            "pruner.set_question_texts(texts, tokenizer) before the prefill (the model wrappers do), or set "
+            "instruction='prompt_tail'"
+        )
+    return ctx.question_embeds
+
+
+@register_method("cdpruner", CDPrunerConfig, needs=("hidden_states", "question_text"))
 def cdpruner_select(ctx: SelectionContext, config: CDPrunerConfig) -> Selection:
     """Keep `ctx.n_keep` visual tokens by the greedy MAP of the conditional DPP.
 
-    Reads `ctx.hidden_states [S, D]` (before the LLM: the input embeddings): the visual rows, and the instruction
-    rows `ctx.query_index` (every prompt token after the last image) for relevance.
+    Reads `ctx.hidden_states [S, D]` (before the LLM: the input embeddings): the visual rows, and for relevance the
+    question's token embeddings `ctx.question_embeds` (or, with `instruction="prompt_tail"`, the rows
+    `ctx.query_index`: every prompt token after the last image).
     """
     if ctx.hidden_states is None:
         raise ValueError("cdpruner needs ctx.hidden_states (declare needs=('hidden_states',)); got None")
     visual = ctx.hidden_states[ctx.visual_index]
-    relevance = instruction_relevance(visual, ctx.hidden_states[ctx.query_index], config.negate_relevance)
+    text = instruction_embeddings(ctx, config.instruction)
+    relevance = instruction_relevance(visual, text.to(visual.device), config.negate_relevance)
     unit = F.normalize(visual.float(), dim=-1)
     kernel = relevance[:, None] * (unit @ unit.T) * relevance[None, :]
     return Selection(keep=sorted_keep(dpp_greedy_map(kernel, ctx.n_keep)))
