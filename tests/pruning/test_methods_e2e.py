@@ -24,7 +24,7 @@ from vlmeval_ivcp import prune
 from vlmeval_ivcp.pruning import METHODS, make_config
 from vlmeval_ivcp.pruning.gather import grid_from_positions
 from vlmeval_ivcp.pruning.methods.fastv import last_query_attention
-from vlmeval_ivcp.pruning.methods.vision_cells import view_budget
+from vlmeval_ivcp.pruning.methods.vision_views import view_budget
 from vlmeval_ivcp.pruning.methods.uniform import grid_uniform
 
 METHODS_PACKAGE = "vlmeval_ivcp.pruning.methods."

@@ -17,7 +17,7 @@ import torch
 from ..config import PruneConfig
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
-from .vision_cells import separators, view_budget, vit_scores
+from .vision_views import separators, tower_scores, view_budget
 
 PRESETS = ("official", "matched")
 _ALPHA = 0.09  # the release's weight of the similarity variance
@@ -160,8 +160,9 @@ def holov_keep(
 @register_method("holov", HoloVConfig, needs=("vision_attention", "vision_cls_attention"))
 def holov_select(ctx: SelectionContext, config: HoloVConfig) -> Selection:
     """`round(ratio * cells)` of the image's cells by HoloV (one run over all its cells in sequence order, as the
-    release on LLaVA-NeXT); separators kept. Reads the ViT attention (`vit_scores`) and the input embeddings."""
-    scores = vit_scores(ctx, "holov")
+    release on LLaVA-NeXT); separators kept. Reads the ViT attention (`tower_scores`, "auto") and the input
+    embeddings."""
+    scores = tower_scores(ctx, "auto", "holov").float()
     if ctx.hidden_states is None:
         raise ValueError("holov needs the input embeddings (ctx.hidden_states), given at a before-LLM cut")
     cells = torch.isfinite(scores).nonzero().flatten()

@@ -180,10 +180,7 @@ class PruMergePlusConfig(PruneConfig):
 def prumerge_plus_select(ctx: SelectionContext, config: PruMergePlusConfig) -> Selection:
     """Per view: outliers of the tower's attention plus spatial samples (adaptive, or the fixed budget), each kept
     token carrying its merged vector, and one extra token; separators kept."""
-    score = config.score
-    if score == "auto":
-        score = "cls" if ctx.vision_cls_attention is not None else "received"
-    attention = tower_scores(ctx, score, "prumerge_plus").float()
+    attention = tower_scores(ctx, config.score, "prumerge_plus").float()
     if ctx.vision_keys is None:
         raise ValueError("prumerge_plus needs ctx.vision_keys from the vision tap; got None")
     space = merge_space(ctx, config.space)

@@ -1,6 +1,6 @@
-"""Shared by the methods that score inside the vision encoder (VisionZip, PruMerge+): which tokens they score (per view,
-separators left out), which score and merge space a family gets by default, and how per-view answers make one
-selection of the image.
+"""Shared by the methods that score inside the vision encoder (VisionZip, PruMerge+, VisPruner, HoloV): which tokens
+they score (per view, separators left out), the per-view budget, which score and merge space a family gets by
+default, and how per-view answers make one selection of the image.
 
 The releases run one CLIP view at a time; here a view is a view of the image's `ImageLayout` (LLaVA-NeXT's base
 view and tiles, InternVL's tiles and thumbnail, DeepSeek-VL2's global view and its tiles side by side) or, without a
@@ -38,19 +38,33 @@ def view_cells(ctx: SelectionContext, values: torch.Tensor) -> list[torch.Tensor
     return [cells[carries[cells]] for cells in views if bool(carries[cells].any())]
 
 
-def view_budget(ratio: float, cells: int) -> int:
-    return max(1, round(ratio * cells))
+def separators(n_tokens: int, views: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The image's tokens in no view: kept, never scored."""
+    is_cell = torch.zeros(n_tokens, dtype=torch.bool, device=device)
+    for cells in views:
+        is_cell[cells.to(device)] = True
+    return (~is_cell).nonzero().flatten()
+
+
+def view_budget(ratio: float, n_cells: int) -> int:
+    """A view's kept cells: `round(ratio * cells)`, at least 1, at most the view."""
+    return min(n_cells, max(1, round(ratio * n_cells)))
 
 
 def tower_scores(ctx: SelectionContext, score: str, method: str) -> torch.Tensor:
-    """`[L]` importance from the vision tap: `cls` = the [CLS] row, `received` = attention received (`auto` must be
-    resolved by the method)."""
+    """`[L]` importance from the vision tap (NaN at separators): `cls` = the [CLS] row of the chosen ViT layer,
+    `received` = the attention each token received, `auto` = `cls` where the encoder has a [CLS] (LLaVA-1.5,
+    LLaVA-NeXT, InternVL: the releases' signal), else `received` (Qwen, SigLIP, DeepSeek-VL2: the Qwen ports')."""
+    if score == "auto":
+        score = "cls" if ctx.vision_cls_attention is not None else "received"
     if score == "cls":
         if ctx.vision_cls_attention is None:
             raise ValueError(f"{method} score='cls' needs an encoder with a [CLS] token; this one has none")
         return ctx.vision_cls_attention
     if ctx.vision_attention is None:
-        raise ValueError(f"{method} needs ctx.vision_attention (declare needs=('vision_attention',)); got None")
+        raise ValueError(
+            f"{method} needs the vision tap's attention, ctx.vision_attention (declare needs=('vision_attention',)); "
+            "got None")
     return ctx.vision_attention
 
 
@@ -77,10 +91,8 @@ def image_selection(ctx: SelectionContext, views: list[tuple[torch.Tensor, Selec
     """One selection of the image from per-view selections (`cells`: image-token index of each of the view's
     tokens), separators (tokens in no view) kept."""
     device = ctx.visual_index.device
-    scored = torch.zeros(ctx.n_visual, dtype=torch.bool)
     keeps, parts, tokens, vectors, spaces = [], {}, [], [], set()
     for cells, selection in views:
-        scored[cells] = True
         cells = cells.to(device)
         keeps.append(cells[selection.keep.to(device)])
         for name, part in selection.parts.items():
@@ -89,11 +101,11 @@ def image_selection(ctx: SelectionContext, views: list[tuple[torch.Tensor, Selec
             tokens.append(cells[selection.keep.to(device)[selection.merged.slots.to(device)]])
             vectors.append(selection.merged.vectors)
             spaces.add(selection.merged.space)
-    separators = (~scored).nonzero().flatten().to(device)
-    keep = sorted_keep(torch.cat([separators, *keeps]))
+    kept_separators = separators(ctx.n_visual, [cells for cells, _ in views], device)
+    keep = sorted_keep(torch.cat([kept_separators, *keeps]))
     named = {name: sorted_keep(torch.cat(found)) for name, found in parts.items() if name != "merged"}
-    if separators.numel():
-        named["separators"] = separators
+    if kept_separators.numel():
+        named["separators"] = kept_separators
     if not tokens:
         return Selection(keep, named)
     merged_tokens = torch.cat(tokens)

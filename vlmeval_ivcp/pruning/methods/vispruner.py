@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from ..config import PruneConfig
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
-from .vision_cells import cell_views, separators, view_budget, vit_scores
+from .vision_views import (
+    SPACES, check_choice, check_vision_layer, merge_features, merge_space, separators, tower_scores, view_budget,
+    view_cells,
+)
 
-SIMILARITY_SPACES = ("auto", "projector_input", "llm_input")
 # Tokens of the residual dropped per round, at most (the release's constant).
 _ROUND = 8
 # Largest residual cosine matrix formed at once (float32 values: 64 MiB).
@@ -65,11 +67,8 @@ class VisPrunerConfig(PruneConfig):
                              f"{self.layer})")
         if isinstance(self.important_ratio, bool) or not 0.0 <= float(self.important_ratio) <= 1.0:
             raise ValueError(f"important_ratio must be in [0, 1], got {self.important_ratio!r}")
-        if self.similarity not in SIMILARITY_SPACES:
-            raise ValueError(f"similarity must be one of {SIMILARITY_SPACES}, got {self.similarity!r}")
-        if self.vision_layer is not None and (isinstance(self.vision_layer, bool) or not isinstance(
-                self.vision_layer, int)):
-            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
+        check_choice("similarity", self.similarity, SPACES)
+        check_vision_layer(self.vision_layer)
 
 
 def vispruner_keep(
@@ -125,19 +124,9 @@ def vispruner_select(ctx: SelectionContext, config: VisPrunerConfig) -> Selectio
     Reads `ctx.vision_cls_attention` (or `ctx.vision_attention` where the encoder has no [CLS]) and, for the
     similarity, `ctx.vision_features` (`projector_input`) or the input embeddings' visual rows (`llm_input`).
     """
-    scores = vit_scores(ctx, "vispruner")
-    space = config.similarity
-    if space == "auto":
-        space = "projector_input" if ctx.vision_patches_per_token == 1 else "llm_input"
-    if space == "projector_input":
-        if ctx.vision_features is None:
-            raise ValueError("vispruner needs ctx.vision_features (declare needs=('vision_features',))")
-        features = ctx.vision_features
-    else:
-        if ctx.hidden_states is None:
-            raise ValueError("vispruner with similarity='llm_input' needs the input embeddings (ctx.hidden_states)")
-        features = ctx.hidden_states[ctx.visual_index]
-    views = cell_views(ctx, scores)
+    scores = tower_scores(ctx, "auto", "vispruner").float()
+    features = merge_features(ctx, merge_space(ctx, config.similarity), "vispruner")
+    views = [cells.to(scores.device) for cells in view_cells(ctx, scores)]
     important, diverse = [], []
     for cells in views:
         budget = view_budget(config.ratio, cells.numel())
