@@ -38,15 +38,16 @@ MMMU_ROWS = [
 ]  # fmt: skip
 
 
+# Two ScienceQA rows: one with a hint and two options, one without a hint and three options.
+SCIENCE_ROWS = [
+    {"index": 0, "hint": "Look at the map.", "question": "Which state is shown?", "A": "Ohio", "B": "Utah", "C": None,
+     "answer": "B"},
+    {"index": 1, "hint": None, "question": "Which is a mammal?", "A": "cat", "B": "trout", "C": "owl", "answer": "A"},
+]  # fmt: skip
+
+
 def test_prompt_is_vlmevalkits_with_hint_options_and_instruction(tmp_path):
-    write_mcq(
-        tmp_path,
-        "ScienceQA_TEST",
-        [{"index": 0, "hint": "Look at the map.", "question": "Which state is shown?", "A": "Ohio", "B": "Utah",
-          "C": None, "answer": "B"},
-         {"index": 1, "hint": None, "question": "Which is a mammal?", "A": "cat", "B": "trout", "C": "owl",
-          "answer": "A"}],
-    )  # fmt: skip
+    write_mcq(tmp_path, "ScienceQA_TEST", SCIENCE_ROWS)
     dataset = build_dataset("ScienceQA_TEST", tmp_path)
     assert dataset.build_prompt(dataset.data.iloc[0]) == [
         {"type": "text", "value": "Hint: Look at the map.\nQuestion: Which state is shown?\nOptions:\nA. Ohio\n"
@@ -58,14 +59,7 @@ def test_prompt_is_vlmevalkits_with_hint_options_and_instruction(tmp_path):
 
 
 def test_the_question_alone_holds_hint_question_and_options_without_the_instruction(tmp_path):
-    write_mcq(
-        tmp_path,
-        "ScienceQA_TEST",
-        [{"index": 0, "hint": "Look at the map.", "question": "Which state is shown?", "A": "Ohio", "B": "Utah",
-          "C": None, "answer": "B"},
-         {"index": 1, "hint": None, "question": "Which is a mammal?", "A": "cat", "B": "trout", "C": "owl",
-          "answer": "A"}],
-    )  # fmt: skip
+    write_mcq(tmp_path, "ScienceQA_TEST", SCIENCE_ROWS)
     dataset = build_dataset("ScienceQA_TEST", tmp_path)
     assert dataset.question_text(0) == "Look at the map.\nWhich state is shown?\nA. Ohio\nB. Utah"
     assert dataset.question_text(1) == "Which is a mammal?\nA. cat\nB. trout\nC. owl"
