@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
             method_inputs = bench.vision_inputs(model, inputs)
         runs = [selection_seconds(model, method_inputs, method, options) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
-        print(f"| {method} | {_where(options[method])} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
+        print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
               f"{select / unpruned:.2%} | {select / full_depth:.2%} |")
         sys.stdout.flush()
 

@@ -306,9 +306,9 @@ def received_attention(query: torch.Tensor, key: torch.Tensor, scaling: float) -
     total = query.new_zeros(batch, n, dtype=torch.float32)
     chunk = max(1, _LOGIT_BUDGET // max(1, batch * heads * n))
     key_t = key.float().transpose(-1, -2)
+    query = query.float() * scaling  # scaled once, not once per chunk of logits
     for start in range(0, n, chunk):
-        logits = torch.matmul(query[:, :, start:start + chunk].float(), key_t) * scaling
-        total += logits.softmax(dim=-1).sum(dim=(1, 2))
+        total += torch.matmul(query[:, :, start:start + chunk], key_t).softmax(dim=-1).sum(dim=(1, 2))
     return total / (heads * n)
 
 
