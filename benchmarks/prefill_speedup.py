@@ -1,7 +1,7 @@
 """Measured prefill speed-up of each pruning method against its FLOPs prediction, with the KV-cache saving.
 
     python benchmarks/prefill_speedup.py [--model qwen2.5-vl-7b|llava-1.5-7b|qwen3-vl-8b|llava-onevision-7b]
-        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda]
+        [--layers 4] [--dtype auto|bfloat16|float32] [--device cpu|cuda]
         [--attn sdpa|eager|flash_attention_2] [--repeats 3] [--ratios 1.0 0.75 0.5 0.25]
         [--methods ivc_prune fastv random uniform divprune] [--with-resprune] [--out table.md]
 

@@ -1,7 +1,7 @@
 """How long each pruning method spends choosing, relative to the unpruned prefill of the same model.
 
     python benchmarks/selection_time.py [--model qwen2.5-vl-7b|llava-1.5-7b|qwen3-vl-8b|llava-onevision-7b]
-        [--layers 4] [--dtype bfloat16|float32] [--device cpu|cuda] [--repeats 3] [--methods NAME ...]
+        [--layers 4] [--dtype auto|bfloat16|float32] [--device cpu|cuda] [--repeats 3] [--methods NAME ...]
 
 `--model qwen2.5-vl-7b` (default) builds a Qwen2.5-VL decoder with the real 7B widths (hidden 3584, 28 query heads, 4
 KV heads, MLP 18944, M-RoPE sections (16, 24, 24)); `--model llava-1.5-7b` a LLaVA-1.5 decoder with Vicuna-7B's (hidden
@@ -17,24 +17,31 @@ tower is skipped: the visual tokens enter the LLM as random embeddings passed wi
 where the picture is. Qwen3-VL gets random pixels through a three-block, 32-wide tower (that also makes the DeepStack
 features) and LLaVA a two-layer CLIP tower with ViT-L/14's widths on a random picture (LLaVA-OneVision a one-layer,
 32-wide SigLIP tower; their cost is small next to the decoder), because their forwards take `input_ids` or
-`inputs_embeds`, not both. The vision-tower methods (VisPruner, HoloV) score a layer of the encoder: they run with
-random pixels through Qwen2.5-VL's one vision block of the 7B ViT's widths (1280 wide, 16 heads, full attention over
-the picture's 4 x 1,296 patches, as its last block) and LLaVA's first CLIP-L layer (`vision_layer` -2); the
-selection time then includes that scoring (the tower's own forward is not counted, and the prefill it is compared
-with is the tower-less one). Qwen3-VL's and LLaVA-OneVision's towers are small stand-ins: those methods are not
-measured there.
+`inputs_embeds`, not both. The vision-tower methods (VisPruner, HoloV, VisionZip, PruMerge+) score a layer of the
+encoder: they run with random pixels through Qwen2.5-VL's two vision blocks of the 7B ViT's widths (1280 wide, 16
+heads; a windowed block, then a full-attention one over the picture's 4 x 1,296 patches, as its last block) and
+LLaVA's first CLIP-L layer (`vision_layer` -2); their selection time includes that scoring (not the tower's own
+forward). Qwen3-VL's and LLaVA-OneVision's towers are small stand-ins: those methods are not measured there.
 
 For every method the script reports the engine's `PrefillRecord.select_seconds` (capturing the method's inputs,
-scoring and choosing) as a fraction of the unpruned prefill time, both medians of `--repeats` runs in this process.
-The vocabulary is small (its size only affects the embedding lookup and the one-token `lm_head`). With few layers
-the fraction is larger than on the full model; the last column scales the prefill time to its depth (28, 32, 36).
+scoring and choosing) as a fraction of the unpruned prefill time of the LLM (the vision tower's share, where the
+prompt's pixels run through it, taken out), both medians of `--repeats` runs in this process. The vocabulary is
+small (its size only affects the embedding lookup and the one-token `lm_head`). With few layers the fraction is
+larger than on the full model: a column scales the LLM's prefill to its depth (28, 32, 36), and where the tower has
+the real encoder's widths (Qwen2.5-VL, LLaVA-1.5) a last column adds the full encoder's time, estimated from its
+layers' measured times (Qwen2.5-VL-7B's 28 windowed and 4 full-attention blocks, CLIP-L's 24 layers): a model's
+prefill runs both.
+
+`--dtype auto` (the default) is bfloat16 on a GPU and float32 on a CPU: most CPUs have no bfloat16 matrix units, so a
+bfloat16 prefill there is many times slower than a float32 one (on the 2-core AMD EPYC of docs/efficiency.md, 124.6 s
+for four 7B-width Qwen layers in bfloat16, 8.8 s for two in float32) while the selections score in float32, which
+would flatter every share.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,35 +60,37 @@ from transformers import (
 )
 
 from vlmeval_ivcp.pruning import get_method, prune
-from vlmeval_ivcp.pruning.vision_tap import VISION_INPUTS
+from vlmeval_ivcp.pruning.arch import get_submodule
+from vlmeval_ivcp.pruning.vision_tap import VISION_INPUTS, vision_arch_for
 
 VOCAB = 1024
 IMAGE, VIDEO, VISION_START, VISION_END = range(VOCAB - 4, VOCAB)
 SYSTEM_TOKENS, QUESTION_TOKENS = 20, 24  # text around the picture (system prompt; question and chat tail)
+
+# The real models' widths (the tests shrink them to run the script's code quickly).
+QWEN_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_key_value_heads=4)
+QWEN_7B_VISION = dict(hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584)
+VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32)
+CLIP_L = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16)
 
 
 def build_qwen(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen2_5_VLForConditionalGeneration:
     """A random-weight Qwen2.5-VL with the 7B text widths, `layers` decoder layers and a one-block vision tower."""
     config = Qwen2_5_VLConfig(
         text_config=dict(
+            **QWEN_7B_TEXT,
             vocab_size=VOCAB,
-            hidden_size=3584,
-            intermediate_size=18944,
             num_hidden_layers=layers,
-            num_attention_heads=28,
-            num_key_value_heads=4,
             max_position_embeddings=32768,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
             bos_token_id=None,
             eos_token_id=None,
             pad_token_id=None,
         ),
-        # One block with the 7B ViT's widths (1280 wide, 16 heads, full attention like its last block): it runs only
-        # for the vision-tower methods, whose tap scores it; the others get the visual tokens as embeddings.
-        vision_config=dict(
-            depth=1, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-            fullatt_block_indexes=[0],
-        ),
+        # Two blocks with the 7B ViT's widths (1280 wide, 16 heads): a windowed one and a full-attention one, like
+        # the last of its 32 (28 windowed, 4 full). The tower runs for the vision-tower methods, whose tap scores the
+        # last block, and to time the encoder; the other methods get the visual tokens as embeddings.
+        vision_config=dict(**QWEN_7B_VISION, depth=2, fullatt_block_indexes=[1]),
         image_token_id=IMAGE,
         video_token_id=VIDEO,
         vision_start_token_id=VISION_START,
@@ -178,13 +187,12 @@ def build_llava(layers: int, dtype: torch.dtype, device: str, grid: int) -> Llav
     patch grid is `grid x grid`."""
     config = LlavaConfig(
         text_config=dict(
-            model_type="llama", vocab_size=VOCAB, hidden_size=4096, intermediate_size=11008,
-            num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+            **VICUNA_7B, model_type="llama", vocab_size=VOCAB, num_hidden_layers=layers, max_position_embeddings=4096,
         ),
         # Two layers of CLIP ViT-L/14's widths: the vision-tower methods score the first (`vision_layer` -2).
         vision_config=dict(
-            model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=2,
-            num_attention_heads=16, image_size=grid * 14, patch_size=14, projection_dim=768,
+            **CLIP_L, model_type="clip_vision_model", num_hidden_layers=2, image_size=grid * 14, patch_size=14,
+            projection_dim=768,
         ),
         image_token_id=IMAGE,
         vision_feature_layer=-1,
@@ -219,8 +227,7 @@ def build_llava_ov(
     side = grid * 14
     config = LlavaOnevisionConfig(
         text_config=dict(
-            model_type="qwen2", vocab_size=VOCAB, hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers,
-            num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+            **QWEN_7B_TEXT, model_type="qwen2", vocab_size=VOCAB, num_hidden_layers=layers,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         ),
         vision_config=dict(
@@ -256,8 +263,9 @@ def llava_ov_inputs(model: LlavaOnevisionForConditionalGeneration, grid: int) ->
 @dataclass(frozen=True)
 class BenchModel:
     """A 7B-width model the benchmarks can build: its label, full depth, default grid, builder and prompt, and how
-    the vision-tower methods get pixels through a tower whose scored layer has the real encoder's widths (`None`:
-    the tower is a small stand-in, so those methods are not measured on this model)."""
+    the vision-tower methods get pixels through a tower whose layers have the real encoder's widths (`None`: the
+    tower is a small stand-in, so those methods and the encoder's time are not measured on this model).
+    `tower_layers[i]`: how many layers of the real encoder the tower's layer `i` stands for."""
 
     label: str
     full_depth: int
@@ -265,12 +273,15 @@ class BenchModel:
     build: Callable[[int, torch.dtype, str, int], torch.nn.Module]
     inputs: Callable[[torch.nn.Module, int], dict[str, torch.Tensor]]
     vision_inputs: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    tower_layers: tuple[int, ...] = ()
 
 
 BENCH_MODELS = {
-    "qwen2.5-vl-7b": BenchModel("Qwen2.5-VL 7B widths", 28, 36, build_qwen, qwen_inputs, qwen_pixels),
+    # Qwen2.5-VL-7B's ViT: 32 blocks, full attention at 7, 15, 23, 31 (windows of 8 x 8 patches elsewhere).
+    "qwen2.5-vl-7b": BenchModel("Qwen2.5-VL 7B widths", 28, 36, build_qwen, qwen_inputs, qwen_pixels, (28, 4)),
+    # CLIP ViT-L/14-336: 24 layers, all alike (transformers runs them all for `hidden_states[-2]`).
     "llava-1.5-7b": BenchModel("LLaVA-1.5 7B widths", 32, 24, build_llava, llava_inputs,
-                               lambda model, inputs: inputs),
+                               lambda model, inputs: inputs, (12, 12)),
     "qwen3-vl-8b": BenchModel("Qwen3-VL 8B widths", 36, 32, build_qwen3, qwen3_inputs),
     "llava-onevision-7b": BenchModel("LLaVA-OneVision 7B widths", 28, 27, build_llava_ov, llava_ov_inputs),
 }
@@ -282,7 +293,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="whose widths: Qwen2.5-VL-7B (M-RoPE, 1,296 visual tokens), LLaVA-1.5-7B (1D, 576) or "
                         "Qwen3-VL-8B (interleaved M-RoPE, DeepStack, 1,024) or LLaVA-OneVision-7B (1D, 1,485)")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers (the full models have 28 and 32)")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="auto: bfloat16 on a GPU, float32 on a CPU (most have no bfloat16 matrix units: there a "
+                        "bfloat16 prefill is many times slower than float32, which would flatter every share)")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
     parser.add_argument("--grid", type=int,
                         help="visual tokens per side (default: 36 Qwen2.5-VL, 32 Qwen3-VL, 24 LLaVA, 27 LLaVA-OV)")
@@ -317,17 +330,70 @@ def _median_seconds(run: Callable[[], float], repeats: int) -> float:
     return statistics.median(run() for _ in range(repeats))
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def prefill_seconds(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     """Wall time of one prefill forward (with a KV cache, logits of the last token only)."""
     device = inputs["input_ids"].device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         model(**inputs, use_cache=True, logits_to_keep=1)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     return time.perf_counter() - start
+
+
+class Stopwatch:
+    """Wall time spent in the forwards of `modules` while the block runs, per module (hooks; synchronised on a
+    GPU). The modules may nest (a tower and its layers)."""
+
+    def __init__(self, modules: list[torch.nn.Module], device: torch.device):
+        self.seconds, self._device, self._handles = [0.0] * len(modules), device, []
+        self._began = [0.0] * len(modules)
+        for index, module in enumerate(modules):
+            self._handles.append(module.register_forward_pre_hook(lambda *_, index=index: self._start(index)))
+            self._handles.append(module.register_forward_hook(lambda *_, index=index: self._stop(index)))
+
+    def _start(self, index: int) -> None:
+        _sync(self._device)
+        self._began[index] = time.perf_counter()
+
+    def _stop(self, index: int) -> None:
+        _sync(self._device)
+        self.seconds[index] += time.perf_counter() - self._began[index]
+
+    def __enter__(self) -> Stopwatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def vision_tower(model: torch.nn.Module) -> torch.nn.Module:
+    return get_submodule(model, vision_arch_for(model).tower)
+
+
+def llm_prefill_seconds(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """One prefill's wall time without the vision tower's share (where the prompt's pixels run through it)."""
+    with Stopwatch([vision_tower(model)], inputs["input_ids"].device) as tower:
+        total = prefill_seconds(model, inputs)
+    return total - tower.seconds[0]
+
+
+def encoder_seconds(model: torch.nn.Module, inputs: dict[str, torch.Tensor], stands_for: tuple[int, ...]) -> float:
+    """The full vision encoder's time, estimated from one prefill through the benchmark's tower: its own parts
+    (patch embedding, merger) as measured, plus each layer's time times the real layers it stands for."""
+    tower = vision_tower(model)
+    layers = get_submodule(tower, vision_arch_for(model).layers)
+    device = inputs["input_ids"].device
+    with Stopwatch([tower, *layers], device) as watch:
+        prefill_seconds(model, inputs)
+    whole, per_layer = watch.seconds[0], watch.seconds[1:]
+    return whole - sum(per_layer) + sum(count * seconds for count, seconds in zip(stands_for, per_layer, strict=True))
 
 
 def selection_seconds(model: torch.nn.Module, inputs: dict[str, torch.Tensor], method: str,
@@ -357,6 +423,8 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -375,30 +443,36 @@ def main(argv: list[str] | None = None) -> None:
     model = bench.build(args.layers, getattr(torch, args.dtype), args.device, args.grid)
     inputs = bench.inputs(model, args.grid)
     prefill_seconds(model, inputs)  # warm-up: first-call allocations and kernel selection
-    unpruned = _median_seconds(lambda: prefill_seconds(model, inputs), args.repeats)
+    unpruned = _median_seconds(lambda: llm_prefill_seconds(model, inputs), args.repeats)
     full_depth = unpruned * bench.full_depth / args.layers
+    encoder = None
+    if bench.tower_layers:
+        pixels = bench.vision_inputs(model, inputs)
+        encoder = _median_seconds(lambda: encoder_seconds(model, pixels, bench.tower_layers), args.repeats)
 
     n_visual, seq = int((inputs["input_ids"] == IMAGE).sum()), inputs["input_ids"].shape[1]
     print(f"{bench.label}, {args.layers} layers, {args.dtype}, {args.device}; {seq} prompt tokens of which "
-          f"{n_visual} visual; unpruned prefill {unpruned * 1e3:.0f} ms (median of {args.repeats})\n")
-    print("| method | cut | kept visual | select (ms) | select / prefill | "
-          f"select / prefill, {bench.full_depth} layers (est.) |")
-    print("|---|---|---|---|---|---|")
+          f"{n_visual} visual; unpruned prefill of the LLM {unpruned * 1e3:.0f} ms (median of {args.repeats}), "
+          f"{full_depth * 1e3:.0f} ms at {bench.full_depth} layers (est.)"
+          + (f"; the full vision encoder {encoder * 1e3:.0f} ms (est. from the tower's {len(bench.tower_layers)} "
+             f"layers standing for {sum(bench.tower_layers)})" if encoder is not None else "") + "\n")
+    print(f"| method | cut | kept visual | select (ms) | select / prefill | select / prefill, {bench.full_depth} "
+          f"layers (est.) | select / prefill with the vision encoder, {bench.full_depth} layers (est.) |")
+    print("|---|---|---|---|---|---|---|")
     for method, options in every_method.items():
         if args.methods and method not in args.methods:
             continue
         method_inputs = inputs
         if get_method(method).needs & VISION_INPUTS:
             if bench.vision_inputs is None:
-                print(f"| {method} | before LLM | - | - | - | - (this model's vision tower is a small stand-in) |")
+                print(f"| {method} | before LLM | - | - | - | - | - (this model's vision tower is a small stand-in) |")
                 continue
             method_inputs = bench.vision_inputs(model, inputs)
         runs = [selection_seconds(model, method_inputs, method, options) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
+        with_encoder = "-" if encoder is None else f"{select / (full_depth + encoder):.2%}"
         print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
-              f"{select / unpruned:.2%} | {select / full_depth:.2%} |")
-        sys.stdout.flush()
-
+              f"{select / unpruned:.2%} | {select / full_depth:.2%} | {with_encoder} |", flush=True)
 
 if __name__ == "__main__":
     main()
