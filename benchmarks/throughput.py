@@ -5,9 +5,10 @@ measured in the same run, the peak memory, and whether the batched answers equal
         [--repeats 1] [--layers 4] [--grid 12] [--device cpu|cuda] [--dtype float32|bfloat16]
         [--attn sdpa|eager|flash_attention_2]
 
-- `tiny`: the tiny random Qwen2.5-VL through the harness's own step (`runner.run.answer_batch`: `generate_batch`,
-  then the batch's records appended to a prediction store with one disk sync), on the DemoMCQ questions repeated
-  to `--rows`, rows grouped by size as `run.py --batch-size` groups them. Its 560 to 672-pixel pictures are all
+- `tiny`: the tiny random Qwen2.5-VL through the harness's own loop (`runner.run.answer_rows`, as `run.py
+  --batch-size` runs it: rows grouped by size, the next batch's pictures read while the model answers this one,
+  each batch's `generate_batch` and its records appended to a prediction store with one disk sync), on the DemoMCQ
+  questions repeated to `--rows`. Its 560 to 672-pixel pictures are all
   read at 224 x 224 (64 visual tokens) under the tiny model's pixel budget; its byte-level tokenizer makes the
   prompts 272 or 278 tokens long. "same answers" counts the rows whose batched answer equals the batch-size-1
   answer, out of those whose greedy steps all had a top-2 logit margin above float noise (1e-4).
@@ -41,8 +42,7 @@ from vlmeval_ivcp import prune
 from vlmeval_ivcp.datasets.demo import write_demo_mcq
 from vlmeval_ivcp.datasets.registry import build_dataset
 from vlmeval_ivcp.models.registry import build_model
-from vlmeval_ivcp.runner.batching import group_rows
-from vlmeval_ivcp.runner.run import answer_batch
+from vlmeval_ivcp.runner.run import answer_rows
 from vlmeval_ivcp.runner.store import PredictionStore
 
 NOISE = 1e-4
@@ -88,31 +88,29 @@ def timed(run: Callable[[], Any], device: str) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def tiny_rows(args: argparse.Namespace, work: Path) -> tuple[Callable[[list[int]], list], list]:
-    """The tiny model's `answer(rows) -> [(answer, margin)]` and its rows (DemoMCQ messages, repeated)."""
+def tiny_rows(args: argparse.Namespace, work: Path) -> tuple[Callable[..., dict], list]:
+    """The tiny model's `answer(rows, setting, batch) -> {row: (answer, margin)}` and its rows (DemoMCQ messages,
+    repeated)."""
     wrapper = build_model("TinyQwen2.5-VL", max_new_tokens=args.new_tokens, attn_implementation=args.attn,
                           dtype=args.dtype, device_map=args.device if args.device != "cpu" else None)
     dataset = build_dataset("DemoMCQ", write_demo_mcq(work).parent)
     demo = [dataset.message(position) for position in range(len(dataset.data))]
     messages = [demo[row % len(demo)] for row in range(args.rows)]
     files = iter(range(1_000_000))
-    store, stored = PredictionStore(work / "predictions.jsonl"), set()
 
-    def answer(rows: list[int], setting: dict) -> list:
-        nonlocal store, stored
+    def answer(rows: list[int], setting: dict, batch: int) -> dict:
         wrapper.set_method(setting.get("method", "none"), **{k: v for k, v in setting.items() if k != "method"},
                            **({"layer": 2} if setting else {}))
-        if stored & set(rows):  # a new pass over the rows (the rows' numbers are their indices): a new file
-            store, stored = PredictionStore(work / f"predictions{next(files)}.jsonl"), set()
-        stored.update(rows)
-        answers, stats = answer_batch(wrapper, dataset, [messages[row] for row in rows], rows, store)
-        return [(text, row.decision_margin) for text, row in zip(answers, stats)]
+        store = PredictionStore(work / f"predictions{next(files)}.jsonl")  # one file per pass over the rows
+        answered = answer_rows(wrapper, dataset, [messages[row] for row in rows], rows, store, batch)
+        return {row: (text, stats.decision_margin) for row, (text, stats) in answered.items()}
 
     return answer, messages
 
 
-def wide_rows(args: argparse.Namespace) -> tuple[Callable[[list[int]], list], list]:
-    """The 7B-width model's `answer(rows)`: the prefill of copies of one synthetic prompt (answers unchecked)."""
+def wide_rows(args: argparse.Namespace) -> tuple[Callable[..., dict], list]:
+    """The 7B-width model's `answer(rows, setting, batch)`: the prefill of copies of one synthetic prompt, `batch`
+    at a time (answers unchecked)."""
     from selection_time import build_qwen, qwen_inputs
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
@@ -125,33 +123,27 @@ def wide_rows(args: argparse.Namespace) -> tuple[Callable[[list[int]], list], li
           f"shrunk to {text.vocab_size} (152,064 in Qwen2.5-VL-7B); vision tower skipped ({args.grid}² visual "
           f"tokens fed as embeddings); prefill only")
 
-    def answer(rows: list[int], setting: dict) -> list:
-        batch = {key: value.expand(len(rows), *value.shape[1:]) if key != "image_grid_thw"
-                 else value.expand(len(rows), -1) for key, value in one.items()}
+    def answer(rows: list[int], setting: dict, batch: int) -> dict:
         layer = max(1, args.layers // 2)
         options = dict(setting or dict(method="none"), layer=layer)
-        # generate() would drop the input ids the engine locates images by (the picture comes as embeddings): the
-        # prefill alone is timed, where pruning saves.
-        with torch.no_grad(), prune(model, **options):
-            model(**batch, use_cache=True, logits_to_keep=1)
-        return [(None, float("inf"))] * len(rows)
+        for start in range(0, len(rows), batch):
+            size = len(rows[start : start + batch])
+            inputs = {key: value.expand(size, *value.shape[1:]) if key != "image_grid_thw"
+                      else value.expand(size, -1) for key, value in one.items()}
+            # generate() would drop the input ids the engine locates images by (the picture comes as embeddings):
+            # the prefill alone is timed, where pruning saves.
+            with torch.no_grad(), prune(model, **options):
+                model(**inputs, use_cache=True, logits_to_keep=1)
+        return dict.fromkeys(rows, (None, float("inf")))
 
     return answer, list(range(args.rows))
 
 
-def measure(answer: Callable, rows: list, messages: list | None, setting: dict, batch: int, device: str):
-    """Answers every row in batches of `batch` (grouped by size for messages); returns (answers by row, seconds,
-    peak memory)."""
-    groups = group_rows(rows, messages, batch) if messages is not None else [
-        rows[start : start + batch] for start in range(0, len(rows), batch)]
-    answer(groups[0], setting)  # warm-up
-    by_row: dict[int, Any] = {}
+def measure(answer: Callable[..., dict], rows: list, setting: dict, batch: int, device: str):
+    """Answers every row in batches of `batch`; returns (answers by row, seconds, peak memory)."""
+    answer(rows[:batch], setting, batch)  # warm-up
     with PeakMemory(device) as memory:
-        def run() -> None:
-            for group in groups:
-                for row, result in zip(group, answer(group, setting), strict=True):
-                    by_row[row] = result
-        _, seconds = timed(run, device)
+        by_row, seconds = timed(lambda: answer(rows, setting, batch), device)
     return by_row, seconds, memory.peak
 
 
@@ -180,7 +172,6 @@ def main(argv: list[str] | None = None) -> None:
     with TemporaryDirectory() as work:
         answer, messages = tiny_rows(args, Path(work)) if args.model == "tiny" else wide_rows(args)
         rows = list(range(len(messages)))
-        grouped = messages if args.model == "tiny" else None
         work_done = f"{args.new_tokens} new tokens" if args.model == "tiny" else "prefill only"
         print(f"{args.model}, {args.device}, {args.dtype}, {args.attn}; {len(rows)} rows, {work_done}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
@@ -193,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             single = None
             for _ in range(args.repeats):
                 for batch in batches:
-                    by_row, seconds, peak = measure(answer, rows, grouped, setting, batch, args.device)
+                    by_row, seconds, peak = measure(answer, rows, setting, batch, args.device)
                     rates[batch].append(len(rows) / seconds)
                     peaks[batch] = max(peaks[batch], peak)
                     single = single or by_row  # the first pass at batch size 1

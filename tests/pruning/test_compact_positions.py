@@ -9,12 +9,12 @@ from functools import lru_cache
 
 import pytest
 import torch
-from support.reference import forward_decode_loop, greedy_generate, kept_positions, suppressed_ids
+from support.reference import forward_decode_loop, greedy_generate, kept_positions, merged_slots, suppressed_ids
 from support.tiny import FAMILIES, ragged_inputs, tiny_wrapper
 
 from vlmeval_ivcp import prune
 from vlmeval_ivcp.pruning import make_config
-from vlmeval_ivcp.pruning.arch import arch_for, get_submodule, model_rope_spec
+from vlmeval_ivcp.pruning.arch import arch_for, get_submodule, model_rope_spec, projector_of
 from vlmeval_ivcp.pruning.gather import compact_positions
 
 ONE_D = ("llava", "llava_next", "llava_onevision", "internvl", "deepseek_vl2")
@@ -133,3 +133,32 @@ def test_compact_positions_change_the_result_and_a_plain_forward_loop_continues_
     reference = _kept_tokens_logits(model, _text_model_input(model, inputs)[:, keep], generated)[0]
     assert float((compact[0] - reference[keep.numel() - 1 :]).abs().max()) <= 1e-5
     assert float((compact - original).abs().max()) > 1e-4, "renumbering the positions changes the logits"
+
+
+@pytest.mark.parametrize("family,method", [("llava", "visionzip"), ("llava_onevision", "prumerge_plus"),
+                                           ("internvl", "visionzip")])
+def test_merged_tokens_with_compact_positions_equal_the_model_fed_the_kept_and_merged_rows(family, method):
+    """The LLaVA-codebase releases of VisionZip and PruMerge+ feed the dominant and the merged tokens concatenated:
+    each row equals the unpruned decoder fed its kept rows (merged slots replaced by their vectors) at 0..n-1."""
+    model = tiny_wrapper(family=family).model
+    inputs, layouts, alone = _inputs(family, "sdpa")
+    prompt_len = inputs["input_ids"].shape[1]
+    with prune(model, method, ratio=0.5, positions="compact") as pruner:
+        pruner.set_image_layouts(layouts)
+        out = greedy_generate(model, inputs, NEW_TOKENS)
+        record = pruner.last
+    image_id = model.config.image_token_id
+    merged_rows = 0
+    for row, (row_inputs, _) in enumerate(alone):
+        keep = kept_positions(row_inputs["input_ids"], image_id, [record.kept[row]])[0]
+        (slots, vectors), = merged_slots(row_inputs["input_ids"], image_id, [record.stages[0][row]],
+                                         projector_of(model))
+        merged_rows += slots.numel()
+        embeds = _text_model_input(model, row_inputs).clone()
+        embeds[0, slots] = vectors.to(embeds.dtype)
+        generated = out.sequences[row : row + 1, prompt_len:]
+        reference = _kept_tokens_logits(model, embeds[:, keep], generated)[0]
+        for step, logits in enumerate(out.logits):
+            gap = float((logits[row] - reference[keep.numel() - 1 + step]).abs().max())
+            assert gap <= 1e-5, f"row {row}: step {step} differs from the fed kept and merged rows by {gap}"
+    assert merged_rows > 0, "the method merged some tokens"
