@@ -6,9 +6,8 @@ measured in the same run, the peak memory, and whether the batched answers equal
         [--attn sdpa|eager|flash_attention_2]
 
 - `tiny`: the tiny random Qwen2.5-VL through the harness's own loop (`runner.run.answer_rows`, as `run.py
-  --batch-size` runs it: rows grouped by size, the next batch's pictures read while the model answers this one,
-  each batch's `generate_batch` and its records appended to a prediction store with one disk sync), on the DemoMCQ
-  questions repeated to `--rows`. Its 560 to 672-pixel pictures are all
+  --batch-size` runs it: rows grouped by size, each batch's `generate_batch` and its records appended to a
+  prediction store with one disk sync), on the DemoMCQ questions repeated to `--rows`. Its 560 to 672-pixel pictures are all
   read at 224 x 224 (64 visual tokens) under the tiny model's pixel budget; its byte-level tokenizer makes the
   prompts 272 or 278 tokens long. "same answers" counts the rows whose batched answer equals the batch-size-1
   answer, out of those whose greedy steps all had a top-2 logit margin above float noise (1e-4).

@@ -5,7 +5,6 @@ step came within float32 noise of another token), per-row figures stay per row, 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from tests.scripts.test_run_grounding import make_lmudata
 
 from vlmeval_ivcp.datasets.demo import write_demo_mcq
 from vlmeval_ivcp.datasets.registry import build_dataset
-from vlmeval_ivcp.runner.batching import group_rows, message_size, prefetched
+from vlmeval_ivcp.runner.batching import group_rows, message_size
 from vlmeval_ivcp.runner.cli import main
 from vlmeval_ivcp.runner.config import ConfigError, parse_config
 from vlmeval_ivcp.runner.run import answer_rows
@@ -106,35 +105,6 @@ def test_every_benchmark_type_runs_with_batch_size_8_as_with_1(tmp_path):
         assert max(row["batch_size"] for row in batched.values()) == min(8, len(batched)), name
 
 
-def test_the_next_item_is_prepared_while_the_caller_works_on_this_one():
-    started = {item: threading.Event() for item in range(3)}
-
-    def prepare(item: int) -> int:
-        started[item].set()
-        return item * 10
-
-    seen = []
-    for item, prepared in prefetched([0, 1, 2], prepare):
-        if item < 2:  # the caller is still on `item`: the next one's preparation has begun
-            assert started[item + 1].wait(5), f"item {item + 1} was not prepared while item {item} was handled"
-        seen.append((item, prepared))
-    assert seen == [(0, 0), (1, 10), (2, 20)]
-    assert list(prefetched([], prepare)) == []
-
-
-def test_a_preparation_error_is_raised_at_its_item_after_the_earlier_ones_were_handled():
-    def prepare(item: int) -> int:
-        if item == 1:
-            raise ValueError("bad picture in item 1")
-        return item
-
-    handled = []
-    with pytest.raises(ValueError, match="bad picture in item 1"):
-        for item, _ in prefetched([0, 1, 2], prepare):
-            handled.append(item)
-    assert handled == [0]
-
-
 def test_a_bad_picture_in_a_later_batch_names_its_row_and_keeps_the_batches_before(tmp_path):
     wrapper = tiny_wrapper()
     dataset = build_dataset("DemoMCQ", write_demo_mcq(tmp_path).parent)
@@ -142,7 +112,7 @@ def test_a_bad_picture_in_a_later_batch_names_its_row_and_keeps_the_batches_befo
     rows = list(dataset.data["index"])
     order = group_rows(rows, messages, 2)
     bad = order[-1][0]
-    # Its header reads (so it is grouped as before), its pixels do not: the error comes from the read-ahead.
+    # Its header reads (so it is grouped as before), its pixels do not.
     picture = next(item["value"] for item in messages[bad] if item["type"] == "image")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(Path(picture).read_bytes()[:200])

@@ -107,15 +107,6 @@ def split_message(message: Message) -> tuple[list[str], list[str]]:
 
 
 
-@dataclass(frozen=True)
-class BatchPictures:
-    """A batch's pictures in message order, as its processor receives them (`PrunedVLM.batch_pictures`): `fitted`
-    as read and fitted; `changed`, with an input-side method, changed by it before the fit (else `None`)."""
-
-    fitted: list[Image.Image]
-    changed: list[Image.Image] | None = None
-
-
 def on_threads(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """`function` of each item, in order. A batch's pictures are decoded and resized on several threads (Pillow
     releases the GIL there): done one after another they are the largest per-row cost a batch does not share
@@ -326,36 +317,26 @@ class PrunedVLM(ABC):
         """Turn one VLMEvalKit message into model inputs (the family's chat format, images first)."""
         return self.build_batch_inputs([message], dataset)
 
-    def batch_pictures(self, messages: list[Message], dataset: str | None) -> BatchPictures:
-        """Every picture of the messages read and fitted as the processor receives them (on threads), and, with an
-        input-side method, also changed by it between `read_image` and `fit_image`. Pillow's work only: the harness
-        runs it for the next batch while the model answers this one (`runner.run.infer_dataset`)."""
-        pictures = on_threads(self.read_image, [path for message in messages for path in split_message(message)[0]])
-        fitted = on_threads(lambda picture: self.fit_image(picture, dataset), pictures)
-        if self.input_method is None:
-            return BatchPictures(fitted)
-        change, config = self.input_method
-        return BatchPictures(fitted, on_threads(lambda picture: self.fit_image(change(picture, config), dataset),
-                                                pictures))
+    def build_batch_inputs(self, messages: list[Message], dataset: str | None) -> dict[str, Any]:
+        """Turn VLMEvalKit messages into one left-padded batch of model inputs.
 
-    def build_batch_inputs(
-        self, messages: list[Message], dataset: str | None, pictures: BatchPictures | None = None
-    ) -> dict[str, Any]:
-        """Turn VLMEvalKit messages into one left-padded batch of model inputs (`pictures`: their
-        `batch_pictures`, read here when not given).
-
-        With an input-side method, the inputs hold the changed pictures and also `"full_visual_tokens"`: per prompt,
-        the visual tokens of its unchanged pictures (the processor's own count, from encoding them too).
+        With an input-side method, each picture is changed by it between `read_image` and `fit_image`, and the
+        inputs also hold `"full_visual_tokens"`: per prompt, the visual tokens of its unchanged pictures (the
+        processor's own count, from encoding them too).
         """
-        pictures = pictures or self.batch_pictures(messages, dataset)
-        prompts = []
+        prompts, paths = [], []
         for message in messages:
             image_paths, texts = split_message(message)
+            paths += image_paths
             prompts.append(self.chat_prompt(len(image_paths), "\n".join(texts)))
-        if pictures.changed is None:
-            return self.encode(prompts, pictures.fitted, dataset)
-        full_visual = self.visual_token_counts(self.encode(prompts, pictures.fitted, dataset)["input_ids"])
-        inputs = self.encode(prompts, pictures.changed, dataset)
+        pictures = on_threads(self.read_image, paths)
+        images = on_threads(lambda picture: self.fit_image(picture, dataset), pictures)
+        if self.input_method is None:
+            return self.encode(prompts, images, dataset)
+        full_visual = self.visual_token_counts(self.encode(prompts, images, dataset)["input_ids"])
+        change, config = self.input_method
+        changed = on_threads(lambda picture: self.fit_image(change(picture, config), dataset), pictures)
+        inputs = self.encode(prompts, changed, dataset)
         inputs["full_visual_tokens"] = full_visual
         return inputs
 
@@ -385,16 +366,14 @@ class PrunedVLM(ABC):
 
     @torch.inference_mode()
     def generate_batch(
-        self, messages: list[Message], dataset: str | None = None, questions: list[str] | None = None,
-        pictures: BatchPictures | None = None,
+        self, messages: list[Message], dataset: str | None = None, questions: list[str] | None = None
     ) -> list[str]:
         """Answer several messages greedily in one left-padded batch; `batch_stats` holds each row's costs (and
         `stats` the first row's). Rows may keep different numbers of tokens (docs/engine.md, ragged batches).
 
         `questions`: each row's question alone (the harness gives the benchmark's raw question), for methods that
-        measure relevance to it (CDPruner); by default each message's text. `pictures`: the messages'
-        `batch_pictures`, when already read."""
-        inputs = self.build_batch_inputs(messages, dataset, pictures)
+        measure relevance to it (CDPruner); by default each message's text."""
+        inputs = self.build_batch_inputs(messages, dataset)
         layouts = inputs.pop("image_layouts", None)
         full_visual = inputs.pop("full_visual_tokens", None)
         if self.pruner is not None:

@@ -8,32 +8,13 @@ them by index.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from PIL import Image
 
 from .config import RunConfig
-
-Item = TypeVar("Item")
-Prepared = TypeVar("Prepared")
-
-
-def prefetched(items: Sequence[Item], prepare: Callable[[Item], Prepared]) -> Iterator[tuple[Item, Prepared]]:
-    """Each item with `prepare(item)`, in order; the next item's `prepare` runs on a background thread while the
-    caller works on this one (the harness reads the next batch's pictures while the model answers this batch). An
-    error of `prepare(item)` is raised when that item is reached, after every earlier item was handled."""
-    if not items:
-        return
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(prepare, items[0])
-        for position, item in enumerate(items):
-            prepared = future.result()
-            if position + 1 < len(items):
-                future = pool.submit(prepare, items[position + 1])
-            yield item, prepared
 
 
 def message_size(message: list[dict[str, str]]) -> tuple:
@@ -44,7 +25,7 @@ def message_size(message: list[dict[str, str]]) -> tuple:
             try:
                 with Image.open(item["value"]) as image:  # reads the header only
                     sizes.append(image.size)
-            except (OSError, ValueError):  # sorts first; reading its batch then fails with the row's name
+            except (OSError, ValueError):  # sorts first; answering its batch then fails naming the row
                 sizes.append((0, 0))
     text = sum(len(item["value"]) for item in message if item["type"] == "text")
     return len(sizes), sum(width * height for width, height in sizes), tuple(sizes), text

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from PIL import Image
@@ -30,15 +30,12 @@ from ..datasets.registry import dataset_class
 from ..evaluation.loyalty import loyalty
 from ..datasets.tsv import atomic_write_bytes, lmu_root, tsv_path
 from ..models.registry import MODEL_CLASSES, build_model, has_random_weights
-from .batching import group_rows, prefetched
+from .batching import group_rows
 from .config import ModelSpec, RunConfig, RunPoint
 from ..locking import RunFolderLock
 from .distributed import Ranks, close_ranks, init_ranks, launch_token, rank_model_kwargs
 from .provenance import Provenance, git_commit, row_digests, set_aside
 from .store import PredictionStore, merge_shards, normalize_index, shard_indices, stored_records
-
-if TYPE_CHECKING:
-    from ..models.base import BatchPictures
 
 logger = logging.getLogger(__name__)
 
@@ -146,43 +143,32 @@ def answer_rows(
     fields: Callable[[Any], dict[str, Any]] = lambda index: {}, questions: list[str] | None = None,
     done: Callable[[int], Any] = lambda count: None,
 ) -> dict[Any, tuple[str, Any]]:
-    """Answers the `messages` of dataset rows `rows`, `batch_size` at a time grouped by size (`answer_batch` each),
-    reading the next batch's pictures while the model answers this one; calls `done(rows answered)` after each
-    batch. Returns each row's answer and `GenerationStats` by row."""
-
-    def pictures(batch: list[int]) -> BatchPictures:
-        with row_context(dataset, rows[batch[0]] if len(batch) == 1 else [rows[item] for item in batch]):
-            return wrapper.batch_pictures([messages[item] for item in batch], dataset.name)
-
+    """The harness's loop (which benchmarks/throughput.py times): answers the `messages` of dataset rows `rows`,
+    `batch_size` at a time grouped by size (`answer_batch` each), calling `done(rows answered)` after each batch.
+    Returns each row's answer and `GenerationStats` by row."""
     answered = {}
-    began = time.perf_counter()  # a batch's wall time includes any wait for its pictures
-    for batch, batch_pictures in prefetched(group_rows(rows, messages, batch_size), pictures):
+    for batch in group_rows(rows, messages, batch_size):
         batch_rows = [rows[item] for item in batch]
-        answers, stats = answer_batch(
-            wrapper, dataset, [messages[item] for item in batch], batch_rows, store, fields,
-            None if questions is None else [questions[item] for item in batch], batch_pictures, began)
+        answers, stats = answer_batch(wrapper, dataset, [messages[item] for item in batch], batch_rows, store, fields,
+                                      None if questions is None else [questions[item] for item in batch])
         answered.update(zip(batch_rows, zip(answers, stats)))
         done(len(batch))
-        began = time.perf_counter()
     return answered
 
 
 def answer_batch(
     wrapper: Any, dataset: Any, messages: list, rows: list, store: PredictionStore,
     fields: Callable[[Any], dict[str, Any]] = lambda index: {}, questions: list[str] | None = None,
-    pictures: BatchPictures | None = None, started: float | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The harness's step: answers the `messages` of dataset rows `rows` in one `generate_batch` (with each row's
-    question alone, for methods that read it; `pictures`: the messages' pictures, when read ahead) and stores them,
-    with `fields(index)` added to each record, in one disk sync. A kill loses at most this batch. Each row's
-    `row_seconds` is its share of the wall time since `started` (default: now). Returns the answers and their
-    `GenerationStats`.
+    question alone, for methods that read it) and stores them, with `fields(index)` added to each record, in one
+    disk sync. A kill loses at most this batch. Returns the answers and their `GenerationStats`.
     """
-    started = time.perf_counter() if started is None else started
+    started = time.perf_counter()
     with row_context(dataset, rows[0] if len(rows) == 1 else rows):
-        predictions = wrapper.generate_batch(messages, dataset=dataset.name, questions=questions, pictures=pictures)
-    # The batch's wall time shared by its rows (under `answer_rows`: since the batch before it ended, so reading
-    # pictures counts where it was not hidden behind that batch): what `--plan` extrapolates from.
+        predictions = wrapper.generate_batch(messages, dataset=dataset.name, questions=questions)
+    # Wall time of the batch, image loading and processing included, shared by its rows: what `--plan`
+    # extrapolates from.
     seconds = (time.perf_counter() - started) / len(rows)
     records = [
         {"index": index, "prediction": prediction, "row_seconds": seconds,
