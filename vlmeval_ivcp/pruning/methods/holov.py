@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import PruneConfig
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
-from .vision_views import separators, tower_scores, view_budget
+from .vision_views import VisionTowerConfig, check_choice, separators, tower_scores, view_budget
 
 PRESETS = ("official", "matched")
 _ALPHA = 0.09  # the release's weight of the similarity variance
@@ -26,11 +25,9 @@ _EPS = 1e-6
 
 
 @dataclass
-class HoloVConfig(PruneConfig):
+class HoloVConfig(VisionTowerConfig):
     """Settings of `holov`: before the LLM, on ViT attention and the projected tokens."""
 
-    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only (the ViT signals precede the LLM)"})
-    layer: int = field(default=0, metadata={"help": "K = 0: the LLM never sees the dropped tokens"})
     preset: str = field(
         default="official",
         metadata={
@@ -42,26 +39,13 @@ class HoloVConfig(PruneConfig):
         default=None,
         metadata={"help": "P; None = the Qwen release's max(1, int(1024/576 * L / T)) (16 at 64 of 576)"},
     )
-    vision_layer: int | None = field(
-        default=None,
-        metadata={
-            "help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"
-        },
-    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.scope != "before_llm" or self.layer != 0:
-            raise ValueError(f"holov selects before the LLM: scope='before_llm', layer=0 (got {self.scope!r}, "
-                             f"{self.layer})")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        check_choice("preset", self.preset, PRESETS)
         if self.chunks is not None and (isinstance(self.chunks, bool) or not isinstance(self.chunks, int)
                                         or self.chunks < 1):
             raise ValueError(f"chunks must be an int >= 1 or None, got {self.chunks!r}")
-        if self.vision_layer is not None and (isinstance(self.vision_layer, bool) or not isinstance(
-                self.vision_layer, int)):
-            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
 
 
 def chunk_count(n_cells: int, n_keep: int) -> int:

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import PruneConfig
 from ..context import Selection, SelectionContext, merged_at, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SCORES, SPACES, check_choice, check_vision_layer, image_selection, merge_features, merge_space, tower_scores,
+    SCORES, SPACES, VisionTowerConfig, check_choice, image_selection, merge_features, merge_space, tower_scores,
     view_budget, view_cells,
 )
 from .visionzip import top_stable
@@ -127,11 +126,9 @@ def prumerge_selection(
 
 
 @dataclass
-class PruMergePlusConfig(PruneConfig):
+class PruMergePlusConfig(VisionTowerConfig):
     """Settings of `prumerge_plus`: before the LLM, from one vision-encoder layer (docs/methods/prumerge_plus.md)."""
 
-    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only: PruMerge+ acts in the vision tower"})
-    layer: int = field(default=0, metadata={"help": "0: the LLM never sees the dropped tokens"})
     preset: str = field(
         default="official",
         metadata={"help": "'official': the release's adaptive count (IQR outliers + spatial samples + 1 extra per "
@@ -161,14 +158,10 @@ class PruMergePlusConfig(PruneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.scope != "before_llm":
-            raise ValueError(f"prumerge_plus acts in the vision tower, before the LLM: scope must be 'before_llm', "
-                             f"got {self.scope!r}")
         check_choice("preset", self.preset, PRESETS)
         check_choice("vision_cls_softmax", self.vision_cls_softmax, ("per_head", "concat"))
         check_choice("score", self.score, SCORES)
         check_choice("space", self.space, SPACES)
-        check_vision_layer(self.vision_layer)
         if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
             raise ValueError(f"neighbours must be an int >= 1, got {self.neighbours!r}")
 

@@ -10,9 +10,13 @@ kept and neither scored nor counted; each view keeps `max(1, round(ratio * cells
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from ..config import PruneConfig
 from ..context import MergedTokens, Selection, SelectionContext, sorted_keep
+from ..registry import method_of_config
 
 SCORES = ("auto", "cls", "received")
 SPACES = ("auto", "projector_input", "llm_input")
@@ -23,9 +27,28 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def check_vision_layer(value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise TypeError(f"vision_layer must be an int or None, got {value!r}")
+@dataclass
+class VisionTowerConfig(PruneConfig):
+    """What the vision-tower methods' settings share: they select before the LLM (`scope` 'before_llm', `layer` 0)
+    from one encoder layer, `vision_layer`."""
+
+    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only: the method acts in the vision tower"})
+    layer: int = field(default=0, metadata={"help": "0: the LLM never sees the dropped tokens"})
+    vision_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # also: a before_llm scope has layer 0
+        if self.scope != "before_llm":
+            raise ValueError(f"{method_of_config(self).name} acts in the vision tower, before the LLM: scope must be "
+                             f"'before_llm', got {self.scope!r}")
+        if self.vision_layer is not None and (isinstance(self.vision_layer, bool)
+                                              or not isinstance(self.vision_layer, int)):
+            raise TypeError(f"vision_layer must be an int or None, got {self.vision_layer!r}")
 
 
 def view_cells(ctx: SelectionContext, values: torch.Tensor) -> list[torch.Tensor]:

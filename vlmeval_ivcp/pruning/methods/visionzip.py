@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import PruneConfig
 from ..context import Selection, SelectionContext, merged_at, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SCORES, SPACES, check_choice, check_vision_layer, image_selection, merge_features, merge_space, tower_scores,
+    SCORES, SPACES, VisionTowerConfig, check_choice, image_selection, merge_features, merge_space, tower_scores,
     view_budget, view_cells,
 )
 
@@ -114,11 +113,9 @@ def visionzip_selection(
 
 
 @dataclass
-class VisionZipConfig(PruneConfig):
+class VisionZipConfig(VisionTowerConfig):
     """Settings of `visionzip`: before the LLM, from one vision-encoder layer (docs/methods/visionzip.md)."""
 
-    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only: VisionZip acts in the vision tower"})
-    layer: int = field(default=0, metadata={"help": "0: the LLM never sees the dropped tokens"})
     preset: str = field(
         default="official",
         metadata={"help": "'official': D = int(n * 5.4 / 6.4), C = int(n / 6.4) per view (the release's split, one "
@@ -142,13 +139,9 @@ class VisionZipConfig(PruneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.scope != "before_llm":
-            raise ValueError(f"visionzip acts in the vision tower, before the LLM: scope must be 'before_llm', got "
-                             f"{self.scope!r}")
         check_choice("preset", self.preset, PRESETS)
         check_choice("score", self.score, SCORES)
         check_choice("space", self.space, SPACES)
-        check_vision_layer(self.vision_layer)
 
 
 @register_method(

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import PruneConfig
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SPACES, check_choice, check_vision_layer, merge_features, merge_space, separators, tower_scores, view_budget,
+    SPACES, VisionTowerConfig, check_choice, merge_features, merge_space, separators, tower_scores, view_budget,
     view_cells,
 )
 
@@ -30,11 +29,9 @@ _GRAM_LIMIT = 1 << 24
 
 
 @dataclass
-class VisPrunerConfig(PruneConfig):
+class VisPrunerConfig(VisionTowerConfig):
     """Settings of `vispruner`: before the LLM, on ViT signals."""
 
-    scope: str = field(default="before_llm", metadata={"help": "'before_llm' only (the ViT signals precede the LLM)"})
-    layer: int = field(default=0, metadata={"help": "K = 0: the LLM never sees the dropped tokens"})
     important_ratio: float = field(
         default=0.5,
         metadata={
@@ -49,12 +46,6 @@ class VisPrunerConfig(PruneConfig):
             "(LLaVA family), llm_input where the merger fuses patches (Qwen, InternVL, DeepSeek-VL2)"
         },
     )
-    vision_layer: int | None = field(
-        default=None,
-        metadata={
-            "help": "ViT layer scored (negative: from the end); None = the family's (-2 CLIP/InternViT, -1 else)"
-        },
-    )
     parity_bump: bool = field(
         default=False,
         metadata={"help": "the Qwen2.5-VL port's T_imp += 1 when the view's cells minus T_imp are odd"},
@@ -62,13 +53,9 @@ class VisPrunerConfig(PruneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.scope != "before_llm" or self.layer != 0:
-            raise ValueError(f"vispruner selects before the LLM: scope='before_llm', layer=0 (got {self.scope!r}, "
-                             f"{self.layer})")
         if isinstance(self.important_ratio, bool) or not 0.0 <= float(self.important_ratio) <= 1.0:
             raise ValueError(f"important_ratio must be in [0, 1], got {self.important_ratio!r}")
         check_choice("similarity", self.similarity, SPACES)
-        check_vision_layer(self.vision_layer)
 
 
 def vispruner_keep(
