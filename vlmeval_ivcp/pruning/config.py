@@ -10,6 +10,12 @@ CACHE_POLICIES = ("all", "after")
 POSITIONS = ("original", "compact")
 
 
+def check_choice(name: str, value: object, allowed: tuple) -> None:
+    """Refuse a setting that is not one of `allowed`, naming it."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Cut:
     """One stage of pruning: from `layer` on, keep `ratio` of the visual tokens that reached it."""
@@ -54,16 +60,13 @@ class PruneConfig:
         self.ratio = float(self.ratio)
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise TypeError(f"layer must be an int, got {self.layer!r}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        check_choice("scope", self.scope, SCOPES)
         if self.scope == "before_llm" and self.layer != 0:
             raise ValueError(f"a before_llm selection runs before layer 0: layer must be 0, got {self.layer}")
         if self.scope == "llm" and self.layer < 1:
             raise ValueError(f"an in-LLM selection needs layer >= 1 (layer K-1 is read), got layer={self.layer}")
-        if self.cache_policy not in CACHE_POLICIES:
-            raise ValueError(f"cache_policy must be one of {CACHE_POLICIES}, got {self.cache_policy!r}")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        check_choice("cache_policy", self.cache_policy, CACHE_POLICIES)
+        check_choice("positions", self.positions, POSITIONS)
         if self.positions == "compact" and self.scope != "before_llm":
             raise ValueError(
                 "positions='compact' renumbers the tokens a before-LLM cut keeps (scope='before_llm'); an in-LLM cut "

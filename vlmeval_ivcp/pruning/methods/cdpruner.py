@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import PruneConfig
+from ..config import PruneConfig, check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 
@@ -53,8 +53,7 @@ class CDPrunerConfig(PruneConfig):
         super().__post_init__()
         if not isinstance(self.negate_relevance, bool):
             raise TypeError(f"negate_relevance must be a bool, got {self.negate_relevance!r}")
-        if self.instruction not in INSTRUCTIONS:
-            raise ValueError(f"instruction must be one of {INSTRUCTIONS}, got {self.instruction!r}")
+        check_choice("instruction", self.instruction, INSTRUCTIONS)
         if self.instruction == "question" and self.scope != "before_llm":
             raise ValueError(
                 "instruction='question' embeds the question in the LLM's input space, where a before-LLM cut reads the "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import PruneConfig
+from ..config import PruneConfig, check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 from .fastv import require_llm_scope
@@ -54,10 +54,8 @@ class DARTConfig(PruneConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_llm_scope(self.scope, "dart")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
-        if self.pivot_order not in PIVOT_ORDERS:
-            raise ValueError(f"pivot_order must be one of {PIVOT_ORDERS}, got {self.pivot_order!r}")
+        check_choice("preset", self.preset, PRESETS)
+        check_choice("pivot_order", self.pivot_order, PIVOT_ORDERS)
         for name in ("image_pivots", "text_pivots"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

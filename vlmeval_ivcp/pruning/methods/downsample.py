@@ -17,7 +17,7 @@ from io import BytesIO
 
 from PIL import Image
 
-from ..config import PruneConfig
+from ..config import PruneConfig, check_choice
 from ..registry import register_input_method
 
 # The release's integer factors per side and their budget labels 1/r^2 (`DOWNSAMPLE_TO_BUDGET`; 1: the unchanged
@@ -57,8 +57,7 @@ class DownsampleConfig(PruneConfig):
         super().__post_init__()
         if self.scope != "before_llm":
             raise ValueError(f"downsample acts before the model: scope is 'before_llm', got {self.scope!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        check_choice("preset", self.preset, PRESETS)
         if not isinstance(self.jpeg, bool):
             raise TypeError(f"jpeg must be true or false, got {self.jpeg!r}")
         if self.preset == "official":

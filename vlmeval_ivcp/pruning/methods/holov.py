@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
-from .vision_views import VisionTowerConfig, check_choice, separators, tower_scores, view_budget
+from .vision_views import VisionTowerConfig, separators, tower_scores, view_budget
 
 PRESETS = ("official", "matched")
 _ALPHA = 0.09  # the release's weight of the similarity variance

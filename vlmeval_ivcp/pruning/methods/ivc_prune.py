@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..config import PruneConfig
+from ..config import PruneConfig, check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..layout import ImageLayout, View
 from ..registry import register_method
@@ -108,12 +108,9 @@ class IVCPruneConfig(PruneConfig):
         _count("n_seed", self.n_seed, optional=True)
         _count("text_offset", self.text_offset)
         _count("n_foreground", self.n_foreground, optional=True)
-        if self.tiled_rule not in TILED_RULES:
-            raise ValueError(f"tiled_rule must be one of {TILED_RULES}, got {self.tiled_rule!r}")
-        if self.score_dtype not in SCORE_DTYPES:
-            raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}, got {self.score_dtype!r}")
-        if self.mrope_mode not in MROPE_MODES:
-            raise ValueError(f"mrope_mode must be one of {MROPE_MODES}, got {self.mrope_mode!r}")
+        check_choice("tiled_rule", self.tiled_rule, TILED_RULES)
+        check_choice("score_dtype", self.score_dtype, SCORE_DTYPES)
+        check_choice("mrope_mode", self.mrope_mode, MROPE_MODES)
         if not isinstance(self.fill, bool):
             raise TypeError(f"fill must be True or False, got {self.fill!r}")
         if not self.fill and self.n_foreground is None:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..config import check_choice
 from ..context import Selection, SelectionContext, merged_at, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SCORES, SPACES, VisionTowerConfig, check_choice, image_selection, merge_features, merge_space, tower_scores,
+    SCORES, SPACES, VisionTowerConfig, image_selection, merge_features, merge_space, tower_scores,
     view_budget, view_cells,
 )
 from .visionzip import top_stable

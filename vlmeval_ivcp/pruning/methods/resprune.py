@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import PruneConfig
+from ..config import PruneConfig, check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 
@@ -58,8 +58,7 @@ class ResPruneConfig(PruneConfig):
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         self.alpha = float(self.alpha)
-        if self.relevance not in RELEVANCE_MODES:
-            raise ValueError(f"relevance must be one of {RELEVANCE_MODES}, got {self.relevance!r}")
+        check_choice("relevance", self.relevance, RELEVANCE_MODES)
 
 
 def prompt_relevance(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

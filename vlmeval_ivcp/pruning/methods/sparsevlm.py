@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import torch
 
+from ..config import check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 from .pdrop import PDropConfig
@@ -63,8 +64,7 @@ class SparseVLMConfig(PDropConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        check_choice("preset", self.preset, PRESETS)
         for name in ("scale", "bias"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

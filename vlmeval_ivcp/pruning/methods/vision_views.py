@@ -22,11 +22,6 @@ SCORES = ("auto", "cls", "received")
 SPACES = ("auto", "projector_input", "llm_input")
 
 
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-
-
 @dataclass
 class VisionTowerConfig(PruneConfig):
     """What the vision-tower methods' settings share: they select before the LLM (`scope` 'before_llm', `layer` 0)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..config import check_choice
 from ..context import Selection, SelectionContext, merged_at, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SCORES, SPACES, VisionTowerConfig, check_choice, image_selection, merge_features, merge_space, tower_scores,
+    SCORES, SPACES, VisionTowerConfig, image_selection, merge_features, merge_space, tower_scores,
     view_budget, view_cells,
 )
 
@@ -37,8 +38,7 @@ def visionzip_counts(n_keep: int, preset: str) -> tuple[int, int]:
     its budgets; elsewhere `D + C` may be one less than `n`). `matched`: `C` as official but below `n`, `D = n - C`
     (exactly `n`; a budget of 1 keeps one dominant token and no contextual one).
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    check_choice("preset", preset, PRESETS)
     total = DOMINANT_SHARE + CONTEXTUAL_SHARE
     contextual = max(1, int(n_keep * CONTEXTUAL_SHARE / total))
     if preset == "official":

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..config import check_choice
 from ..context import Selection, SelectionContext, sorted_keep
 from ..registry import register_method
 from .vision_views import (
-    SPACES, VisionTowerConfig, check_choice, merge_features, merge_space, separators, tower_scores, view_budget,
+    SPACES, VisionTowerConfig, merge_features, merge_space, separators, tower_scores, view_budget,
     view_cells,
 )
 
