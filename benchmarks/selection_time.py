@@ -445,9 +445,10 @@ def main(argv: list[str] | None = None) -> None:
     prefill_seconds(model, inputs)  # warm-up: first-call allocations and kernel selection
     unpruned = _median_seconds(lambda: llm_prefill_seconds(model, inputs), args.repeats)
     full_depth = unpruned * bench.full_depth / args.layers
+    # The prompt with pixels through a tower of the real encoder's widths (the vision-tower methods' input).
+    pixels = None if bench.vision_inputs is None else bench.vision_inputs(model, inputs)
     encoder = None
     if bench.tower_layers:
-        pixels = bench.vision_inputs(model, inputs)
         encoder = _median_seconds(lambda: encoder_seconds(model, pixels, bench.tower_layers), args.repeats)
 
     n_visual, seq = int((inputs["input_ids"] == IMAGE).sum()), inputs["input_ids"].shape[1]
@@ -464,10 +465,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         method_inputs = inputs
         if get_method(method).needs & VISION_INPUTS:
-            if bench.vision_inputs is None:
+            if pixels is None:
                 print(f"| {method} | before LLM | - | - | - | - | - (this model's vision tower is a small stand-in) |")
                 continue
-            method_inputs = bench.vision_inputs(model, inputs)
+            method_inputs = pixels
         runs = [selection_seconds(model, method_inputs, method, options) for _ in range(args.repeats)]
         select = statistics.median(seconds for seconds, _ in runs)
         with_encoder = "-" if encoder is None else f"{select / (full_depth + encoder):.2%}"
