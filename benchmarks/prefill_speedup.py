@@ -101,7 +101,8 @@ def measure(model: torch.nn.Module, inputs: dict[str, torch.Tensor], method: str
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """This script's flags (benchmarks/gpu_suite.sh's commands are checked against them without a GPU)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
@@ -111,6 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="methods to time")
     parser.add_argument("--with-resprune", action="store_true", help="also time resprune (slow on a CPU)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     bad_ratios = [ratio for ratio in args.ratios if not 0.0 < ratio <= 1.0]

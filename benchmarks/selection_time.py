@@ -74,6 +74,14 @@ VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=
 CLIP_L = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16)
 
 
+def random_model(model_class: type, config: Any, dtype: torch.dtype, device: str) -> Any:
+    """`model_class(config)` with seeded random weights, made on `device` itself: a 28-layer 7B-width model takes
+    about two minutes to initialise on a 2-core CPU, before any copy to a GPU."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        return model_class._from_config(config, dtype=dtype).eval()
+
+
 def build_qwen(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen2_5_VLForConditionalGeneration:
     """A random-weight Qwen2.5-VL with the 7B text widths, `layers` decoder layers and a one-block vision tower."""
     config = Qwen2_5_VLConfig(
@@ -97,9 +105,7 @@ def build_qwen(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen2
         vision_end_token_id=VISION_END,
         attn_implementation="sdpa",
     )
-    torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
-    return model.to(device).eval()
+    return random_model(Qwen2_5_VLForConditionalGeneration, config, dtype, device)
 
 
 def _text(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -166,8 +172,7 @@ def build_qwen3(layers: int, dtype: torch.dtype, device: str, grid: int) -> Qwen
         image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
         tie_word_embeddings=False, attn_implementation="sdpa",
     )
-    torch.manual_seed(0)
-    return Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
+    return random_model(Qwen3VLForConditionalGeneration, config, dtype, device)
 
 
 def qwen3_inputs(model: Qwen3VLForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
@@ -199,8 +204,7 @@ def build_llava(layers: int, dtype: torch.dtype, device: str, grid: int) -> Llav
         vision_feature_select_strategy="default",
         attn_implementation="sdpa",
     )
-    torch.manual_seed(0)
-    return LlavaForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
+    return random_model(LlavaForConditionalGeneration, config, dtype, device)
 
 
 def llava_inputs(model: LlavaForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
@@ -237,8 +241,7 @@ def build_llava_ov(
         image_token_index=IMAGE, video_token_index=VIDEO, image_grid_pinpoints=[[side, side]],
         vision_feature_select_strategy="full", vision_feature_layer=-1, attn_implementation="sdpa",
     )
-    torch.manual_seed(0)
-    return LlavaOnevisionForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
+    return random_model(LlavaOnevisionForConditionalGeneration, config, dtype, device)
 
 
 def llava_ov_inputs(model: LlavaOnevisionForConditionalGeneration, grid: int) -> dict[str, torch.Tensor]:
@@ -427,11 +430,17 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
 
 
-def main(argv: list[str] | None = None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """This script's flags (benchmarks/gpu_suite.sh's commands are checked against them without a GPU)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the visual tokens kept")
     parser.add_argument("--methods", nargs="+", help="time only these methods (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     every_method = method_options(args.layers, args.ratio)

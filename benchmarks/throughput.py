@@ -152,7 +152,8 @@ def same_answers(single: dict, by_row: dict, rows: list) -> tuple[int, int]:
     return sum(by_row[row][0] == single[row][0] for row in clear), len(clear)
 
 
-def main(argv: list[str] | None = None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """This script's flags (benchmarks/gpu_suite.sh's commands are checked against them without a GPU)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["tiny", "qwen2.5-vl-7b"], default="tiny")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if 1 not in args.batches:
         parser.error("--batches must include 1: every ratio is to batch size 1")
