@@ -3,7 +3,7 @@ measured in the same run, the peak memory, and whether the batched answers equal
 
     python benchmarks/throughput.py [--model tiny|qwen2.5-vl-7b] [--batches 1 2 4 8] [--rows 16] [--new-tokens 8]
         [--repeats 1] [--layers 4] [--grid 12] [--device cpu|cuda] [--dtype float32|bfloat16]
-        [--attn sdpa|eager|flash_attention_2]
+        [--attn sdpa|eager|flash_attention_2] [--threads N]
 
 - `tiny`: the tiny random Qwen2.5-VL through the harness's own loop (`runner.run.answer_rows`, as `run.py
   --batch-size` runs it: rows grouped by size, each batch's `generate_batch` and its records appended to a
@@ -165,6 +165,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
     return parser
 
 
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if 1 not in args.batches:
         parser.error("--batches must include 1: every ratio is to batch size 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with TemporaryDirectory() as work:
         answer, messages = tiny_rows(args, Path(work)) if args.model == "tiny" else wide_rows(args)
