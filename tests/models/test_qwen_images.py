@@ -1,5 +1,6 @@
-"""Qwen2.5-VL's pixels equal those of VLMEvalKit's path: qwen_vl_utils' `fetch_image` (RGBA laid on white, its
-`smart_resize` to multiples of 28, a PIL resize), then the processor.
+"""Qwen2.5-VL's and Qwen3-VL's pixels equal those of VLMEvalKit's path: qwen_vl_utils' `fetch_image` (RGBA laid on
+white, its `smart_resize` to multiples of 28, or of 32 for Qwen3-VL's `image_patch_size=16`, a PIL resize), then
+the processor (for Qwen3-VL told not to resize).
 
 qwen_vl_utils imports torchvision, so the expected sizes below are worked out by hand from its `smart_resize`
 (round each side to a multiple of 28, at least 28; over max_pixels: scale by sqrt(h*w/max) and floor; under
@@ -35,6 +36,21 @@ def test_smart_resize_is_qwen_vl_utils_rule(height, width, limits, expected):
     assert smart_resize(height, width, *limits) == expected
 
 
+TINY_QWEN3 = (4 * 32 * 32, 64 * 32 * 32)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "expected"),
+    [
+        (300, 417, (192, 288)),  # 288x416 too many: beta 1.382, floor
+        (20, 30, (64, 96)),  # 32x32 too few: beta 2.613, ceil
+        (12, 400, (32, 384)),  # a side under 16 pixels rounds to 32; 12.5 rounds to 12
+    ],
+)
+def test_smart_resize_with_qwen3_vl_32_pixel_tokens(height, width, expected):
+    assert smart_resize(height, width, *TINY_QWEN3, factor=32) == expected
+
+
 def test_aspect_ratio_over_200_is_refused():
     with pytest.raises(ValueError, match="image of 2010x10 pixels: aspect ratio over 200"):
         smart_resize(10, 2010, *TINY)
@@ -68,3 +84,18 @@ def test_pixel_values_equal_the_fetch_image_path(tmp_path, height, width, size, 
     )
     assert inputs["image_grid_thw"].tolist() == [[1, size[0] // 14, size[1] // 14]]
     assert torch.equal(inputs["pixel_values"], processed["pixel_values"].to(inputs["pixel_values"].dtype))
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(300, 417, (192, 288)), (12, 400, (32, 384))])
+def test_qwen3_vl_pixel_values_equal_the_fetch_image_path_with_32_pixel_tokens(tmp_path, height, width, size):
+    picture = _rgba_picture(height, width).convert("RGB")
+    path = tmp_path / "picture.png"
+    picture.save(path)
+    wrapper = tiny_wrapper(family="qwen3_vl")
+    inputs = wrapper.build_inputs([{"type": "image", "value": str(path)}, {"type": "text", "value": "hi"}], None)
+    # VLMEvalKit's Qwen3-VL class: fetch_image(image_patch_size=16), then the processor with do_resize=False
+    expected = wrapper.processor.image_processor(
+        images=[picture.resize((size[1], size[0]))], do_resize=False, return_tensors="pt"
+    )
+    assert inputs["image_grid_thw"].tolist() == [[1, size[0] // 16, size[1] // 16]]
+    assert torch.equal(inputs["pixel_values"], expected["pixel_values"].to(inputs["pixel_values"].dtype))

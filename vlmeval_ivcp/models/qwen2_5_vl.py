@@ -74,9 +74,15 @@ class Qwen2_5_VL(PrunedVLM):
     def read_image(self, path: str) -> Image.Image:
         return read_rgb(path)
 
+    @property
+    def token_side(self) -> int:
+        """The pixels of one visual token a side: patch size times merge size (28; 32 for Qwen3-VL)."""
+        return self.processor.image_processor.patch_size * self.processor.image_processor.merge_size
+
     def fit_image(self, image: Image.Image, dataset: str | None) -> Image.Image:
         budget = self.pixel_budget(dataset)
-        return fit_to_budget(image, budget["shortest_edge"], budget["longest_edge"])
+        return fit_to_budget(image, budget["shortest_edge"], budget["longest_edge"], self.token_side)
 
     def processor_options(self, dataset: str | None) -> dict[str, Any]:
         return {"size": self.pixel_budget(dataset)}
+

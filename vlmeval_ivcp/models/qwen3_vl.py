@@ -18,23 +18,27 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from .base import image_only, shipped_chat_template
 from .qwen2_5_vl import Qwen2_5_VL
 
-# The released preprocessor's budget (shortest_edge 65536, longest_edge 16777216), in 32 x 32-pixel tokens.
-MIN_PIXELS = 64 * 32 * 32
+# VLMEvalKit's budget: its Qwen3-VL entries give none, so qwen_vl_utils' defaults for 32 x 32-pixel tokens apply
+# (the processor is then told not to resize, so the released preprocessor's 65536-pixel minimum never does).
+MIN_PIXELS = 4 * 32 * 32
 MAX_PIXELS = 16384 * 32 * 32
+# VLMEvalKit's Qwen3-VL class raises the minimum for OCRBench.
+DATASET_MIN_PIXELS = {"OCRBench": 10 * 10 * 32 * 32}
 
 
 class Qwen3_VL(Qwen2_5_VL):
     """Qwen3-VL with optional pruning.
 
     Args:
-        min_pixels, max_pixels (`int`): the image pixel budget (default: the released preprocessor's).
+        min_pixels, max_pixels (`int`): the image pixel budget (default: VLMEvalKit's, qwen_vl_utils' for 16-pixel
+            patches: 4·32² to 16384·32²).
         other args: see `PrunedVLM`.
     """
 
     grounding_frame = "norm1000"
     model_class = Qwen3VLForConditionalGeneration
     processor_class = image_only(Qwen3VLProcessor)
-    dataset_min_pixels: dict[str, int] = {}
+    dataset_min_pixels: dict[str, int] = DATASET_MIN_PIXELS
     system_prompt = None
 
     def __init__(self, model_path: str, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, **kwargs: Any):

@@ -3,8 +3,9 @@ torchvision) before the processor sees them, in two steps: `read_rgb`, then `fit
 such as `downsample` changes the picture between them).
 
 The rule: RGBA pictures are laid on white (other modes are converted to RGB); the size is rounded to multiples of
-28 within [min_pixels, max_pixels] keeping the aspect ratio (`smart_resize`); then a PIL resize with its default
-filter (bicubic). The processor's own resize then keeps the size, so the pixel values are qwen_vl_utils'.
+one visual token's side (28 pixels; 32 for Qwen3-VL, which VLMEvalKit reads with `image_patch_size=16`) within
+[min_pixels, max_pixels] keeping the aspect ratio (`smart_resize`); then a PIL resize with its default filter
+(bicubic). The processor's own resize then keeps the size, so the pixel values are qwen_vl_utils'.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def read_rgb(path: str) -> Image.Image:
         return to_rgb(opened)
 
 
-def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
-    """An RGB picture resized as qwen_vl_utils' `fetch_image` does: to `smart_resize`'s size, PIL's default filter."""
-    height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
+def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int, factor: int = FACTOR) -> Image.Image:
+    """An RGB picture resized as qwen_vl_utils' `fetch_image` does: to `smart_resize`'s size in multiples of `factor`
+    (the pixels of one visual token a side: 28, or 32 for Qwen3-VL's 16-pixel patches), PIL's default filter."""
+    height, width = smart_resize(image.height, image.width, min_pixels, max_pixels, factor)
     return image.resize((width, height))
