@@ -8,6 +8,8 @@ import pytest
 
 from support.tiny import picture, tiny_wrapper
 
+from vlmeval_ivcp.models.base import PrunedVLM
+
 # family -> visual tokens at full size, at label 0.25 (224x168) and at label 0.01 (44x33)
 COUNTS = {
     # 64-token budget: 448x336 is over it (6 x 9 = 54), 224x168 is 6 x 8 = 48 within it; 44x33 rounds to 28x56,
@@ -43,3 +45,15 @@ def test_downsample_records_achieved_and_full_resolution_counts(tmp_path, family
             assert counts == (achieved, achieved, full)
     finally:
         wrapper.set_method("none")
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+def test_the_qwen_full_count_from_the_grid_equals_the_processors(family):
+    wrapper = tiny_wrapper(family=family)
+    sizes = [[(448, 336)], [(13, 900), (2000, 120)], [(50, 50), (640, 480), (97, 301)]]
+    for dataset in (None, "DemoMCQ"):
+        images = [[wrapper.fit_image(picture(index, size), dataset) for index, size in enumerate(row)] for row in sizes]
+        prompts = [wrapper.chat_prompt(len(row), "What?") for row in sizes]
+        from_grid = wrapper.full_visual_tokens(prompts, images, dataset)
+        assert from_grid == PrunedVLM.full_visual_tokens(wrapper, prompts, images, dataset)  # the processor's count
+        assert len(set(from_grid)) == len(sizes)

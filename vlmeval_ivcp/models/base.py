@@ -321,24 +321,34 @@ class PrunedVLM(ABC):
         """Turn VLMEvalKit messages into one left-padded batch of model inputs.
 
         With an input-side method, each picture is changed by it between `read_image` and `fit_image`, and the
-        inputs also hold `"full_visual_tokens"`: per prompt, the visual tokens of its unchanged pictures (the
-        processor's own count, from encoding them too).
+        inputs also hold `"full_visual_tokens"`: per prompt, the visual tokens of its unchanged pictures
+        (`full_visual_tokens`).
         """
-        prompts, paths = [], []
+        prompts, paths, counts = [], [], []
         for message in messages:
             image_paths, texts = split_message(message)
             paths += image_paths
+            counts.append(len(image_paths))
             prompts.append(self.chat_prompt(len(image_paths), "\n".join(texts)))
         pictures = on_threads(self.read_image, paths)
         images = on_threads(lambda picture: self.fit_image(picture, dataset), pictures)
         if self.input_method is None:
             return self.encode(prompts, images, dataset)
-        full_visual = self.visual_token_counts(self.encode(prompts, images, dataset)["input_ids"])
+        starts = [sum(counts[:row]) for row in range(len(counts))]
+        full_visual = self.full_visual_tokens(
+            prompts, [images[start : start + count] for start, count in zip(starts, counts)], dataset
+        )
         change, config = self.input_method
         changed = on_threads(lambda picture: self.fit_image(change(picture, config), dataset), pictures)
         inputs = self.encode(prompts, changed, dataset)
         inputs["full_visual_tokens"] = full_visual
         return inputs
+
+    def full_visual_tokens(self, prompts: list[str], images: list[list[Image.Image]], dataset: str | None) -> list[int]:
+        """Per prompt, the visual tokens of its fitted pictures (`images`, per prompt), for an input-side method's
+        record of the full count: by default the processor's own count, from encoding them."""
+        flat = [image for row in images for image in row]
+        return self.visual_token_counts(self.encode(prompts, flat, dataset)["input_ids"])
 
     def read_image(self, path: str) -> Image.Image:
         """One picture of a message in RGB, as the family's VLMEvalKit class reads it (`convert("RGB")` by default)."""
