@@ -4,8 +4,8 @@
 #
 #   bash benchmarks/gpu_wheels.sh [PYTHON_VERSION]    (default 3.12: the GPU machine's python3)
 #
-# What the GPU image lacks, as its package list shows (/work/.library/device/KINDS.md): this project's transformers
-# (it has an older 5.x) and rapidfuzz. Its torch, numpy, pandas, pillow, yaml, tokenizers, safetensors and
+# What the lent H200 image lacks, as the device tool's package list shows: this project's transformers (it has
+# 5.17) and rapidfuzz. Its torch, numpy, pandas, pillow, yaml, tokenizers, safetensors and
 # huggingface_hub serve. flash-attn is not fetched: it publishes no binary wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
