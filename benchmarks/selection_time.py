@@ -484,5 +484,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {method} | {_where(options)} | {runs[0][1]} / {n_visual} | {select * 1e3:.1f} | "
               f"{select / unpruned:.2%} | {select / full_depth:.2%} | {with_encoder} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

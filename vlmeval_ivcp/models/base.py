@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -106,7 +107,6 @@ def split_message(message: Message) -> tuple[list[str], list[str]]:
     return images, texts
 
 
-
 def on_threads(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """`function` of each item, in order. A batch's pictures are decoded and resized on several threads (Pillow
     releases the GIL there): done one after another they are the largest per-row cost a batch does not share
@@ -115,6 +115,7 @@ def on_threads(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return [function(item) for item in items]
     with ThreadPoolExecutor(min(len(items), IMAGE_THREADS)) as pool:
         return list(pool.map(function, items))
+
 
 def input_method_problem(wrapper_class: type, method: str) -> str | None:
     """Why input-side method `method` cannot run on `wrapper_class` (None when it can): a family whose visual-token
@@ -334,9 +335,9 @@ class PrunedVLM(ABC):
         images = on_threads(lambda picture: self.fit_image(picture, dataset), pictures)
         if self.input_method is None:
             return self.encode(prompts, images, dataset)
-        starts = [sum(counts[:row]) for row in range(len(counts))]
+        bounds = list(accumulate(counts, initial=0))
         full_visual = self.full_visual_tokens(
-            prompts, [images[start : start + count] for start, count in zip(starts, counts)], dataset
+            prompts, [images[start:end] for start, end in zip(bounds, bounds[1:])], dataset
         )
         change, config = self.input_method
         changed = on_threads(lambda picture: self.fit_image(change(picture, config), dataset), pictures)

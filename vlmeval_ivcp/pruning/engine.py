@@ -525,7 +525,6 @@ class Pruner:
         self._cut_taps[index].call(hidden_states=layer.input_layernorm(hidden), **inputs)
         self._state.record.select_seconds += clock(hidden) - start
 
-
     def _normalise_before_cut(self, hidden: torch.Tensor) -> None:
         """The cut layer's input through the decoder's final norm, for methods that compare tokens in the space the
         LM head reads (DART). Counted as selection time."""

@@ -122,6 +122,8 @@ def _vision_fields(
         out["vision_cls_attention_heads"] = vision.cls_attention_heads
     out = {name: None if value is None else value.to(positions.device) for name, value in out.items()}
     return dict(out, vision_patches_per_token=vision.patches_per_token, vision_heads=vision.heads)
+
+
 def _rater_inputs(
     state: PromptState, captured: dict, row: int, query_index: torch.Tensor, keep: torch.Tensor, real: torch.Tensor
 ) -> dict[str, torch.Tensor]:

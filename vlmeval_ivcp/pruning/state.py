@@ -82,7 +82,6 @@ class PromptState:
     vision: list[list[VisionInputs]] | None = None  # per sample, per image: the vision-tower tap's values
 
 
-
 def clock(tensor: torch.Tensor) -> float:
     """A monotonic time stamp taken after the tensor's device has finished its queued work."""
     if tensor.is_cuda:
